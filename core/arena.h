@@ -1,0 +1,40 @@
+/* core/arena: the step arena. Activations, saved tensors and autograd bookkeeping of one
+ * step are bump-allocated here and released all at once with arena_reset (or back to a
+ * mark). Blocks are kept across resets, so after the first step the loop mallocs nothing.
+ * arena_peak reports the most bytes ever live at once: size the arena from it.
+ * Allocations are 64-byte aligned (cache lines, AVX-512). Not thread-safe: one per stream. */
+#ifndef ADDC_CORE_ARENA_H
+#define ADDC_CORE_ARENA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ArenaBlock ArenaBlock;
+
+typedef struct Arena {
+    ArenaBlock *first, *cur;
+    int64_t block_bytes; /* default size of a new block */
+    int64_t limit_bytes; /* 0 = no limit; else allocations beyond it fail */
+    int64_t used;        /* bytes live now (including alignment padding) */
+    int64_t peak;
+    int64_t reserved;    /* bytes held in blocks */
+} Arena;
+
+typedef struct ArenaMark {
+    ArenaBlock *block;
+    int64_t offset;
+    int64_t used;
+} ArenaMark;
+
+void arena_init(Arena *a, int64_t block_bytes, int64_t limit_bytes);
+void arena_free(Arena *a);
+/* NULL (with an error set) if the limit would be exceeded or malloc fails. */
+void *arena_alloc(Arena *a, int64_t bytes);
+void *arena_calloc(Arena *a, int64_t bytes);
+ArenaMark arena_mark(const Arena *a);
+void arena_reset_to(Arena *a, ArenaMark m);
+void arena_reset(Arena *a);
+int64_t arena_peak(const Arena *a);
+int64_t arena_used(const Arena *a);
+
+#endif

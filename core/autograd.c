@@ -1,0 +1,389 @@
+/* core/autograd: tape, backward walks and checkpointed regions (see autograd.h).
+ * Gradient rule: every backward kernel accumulates (+=) into its inputs' Var.g. */
+#include "core/autograd.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ops.h"
+
+#define REGION_MAX_DEPTH 16
+
+void tape_init(Tape *t) { memset(t, 0, sizeof *t); }
+void tape_free(Tape *t) {
+    free(t->nodes);
+    memset(t, 0, sizeof *t);
+}
+void tape_clear(Tape *t) { t->n = 0; }
+
+static Status tape_push(Tape *t, const Node *n, int32_t *idx) {
+    if (t->n == t->cap) {
+        int32_t cap = t->cap ? t->cap * 2 : 256;
+        Node *nn = realloc(t->nodes, (size_t)cap * sizeof(Node));
+        if (!nn) return addc_error_set(ADDC_ERR_NOMEM, "tape: cannot grow to %d nodes", cap);
+        t->nodes = nn;
+        t->cap = cap;
+    }
+    t->nodes[t->n] = *n;
+    *idx = t->n++;
+    return ADDC_OK;
+}
+
+Ctx ctx_make(Arena *arena, Tape *tape, Device dev) {
+    Ctx c;
+    memset(&c, 0, sizeof c);
+    c.arena = arena;
+    c.tape = tape;
+    c.device = dev;
+    return c;
+}
+
+void *ctx_alloc(Ctx *c, int64_t bytes) { return arena_alloc(c->arena, bytes); }
+
+Tensor ctx_tensor(Ctx *c, DType dt, int32_t ndim, const int64_t *shape) {
+    Tensor t = tensor_make(NULL, dt, c->device, ndim, shape);
+    if (c->device != DEVICE_META) t.data = arena_alloc(c->arena, tensor_nbytes(&t));
+    return t;
+}
+
+static Var *var_new_on(Ctx *c, Device dev, DType dt, int32_t ndim, const int64_t *shape) {
+    if (ndim < 0 || ndim > TENSOR_MAX_DIMS) {
+        addc_error_set(ADDC_ERR_INVALID, "tensor rank %d is outside 0..%d", ndim, TENSOR_MAX_DIMS);
+        return NULL;
+    }
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0) {
+            addc_error_set(ADDC_ERR_INVALID, "negative dimension %lld", (long long)shape[i]);
+            return NULL;
+        }
+    Var *v = arena_alloc(c->arena, sizeof(Var));
+    if (!v) return NULL;
+    memset(v, 0, sizeof *v);
+    v->v = tensor_make(NULL, dt, dev, ndim, shape);
+    v->node = -1;
+    if (dev != DEVICE_META) {
+        v->v.data = arena_alloc(c->arena, tensor_nbytes(&v->v));
+        if (!v->v.data) return NULL;
+    }
+    v->g = tensor_make(NULL, DTYPE_F32, dev, ndim, shape);
+    return v;
+}
+
+Var *var_new(Ctx *c, DType dt, int32_t ndim, const int64_t *shape) {
+    return var_new_on(c, c->device, dt, ndim, shape);
+}
+
+Var *var_zeros(Ctx *c, DType dt, int32_t ndim, const int64_t *shape) {
+    Var *v = var_new(c, dt, ndim, shape);
+    if (v && v->v.data) memset(v->v.data, 0, (size_t)tensor_nbytes(&v->v));
+    return v;
+}
+
+Var *var_leaf(Ctx *c, Tensor value, bool requires_grad) {
+    Var *v = arena_alloc(c->arena, sizeof(Var));
+    if (!v) return NULL;
+    memset(v, 0, sizeof *v);
+    v->v = value;
+    v->node = -1;
+    v->requires_grad = requires_grad;
+    v->g = tensor_make(NULL, DTYPE_F32, value.device, value.ndim, value.shape);
+    return v;
+}
+
+void var_init_param(Var *p, Tensor value, Tensor grad, bool requires_grad, const char *name) {
+    memset(p, 0, sizeof *p);
+    p->v = value;
+    p->g = grad;
+    p->g.dtype = DTYPE_F32;
+    p->g.ndim = value.ndim;
+    memcpy(p->g.shape, value.shape, sizeof p->g.shape);
+    p->node = -1;
+    p->requires_grad = requires_grad;
+    p->name = name;
+}
+
+float *var_grad_f32(Ctx *c, Var *v) {
+    if (v->g.data) return (float *)v->g.data;
+    if (v->v.device == DEVICE_META) return NULL;
+    if (c->recomputing > 0 && v->tape != c->region_tape) {
+        addc_error_set(ADDC_ERR_INVALID,
+                       "checkpointed region: %s%s%s comes from outside the region and has no "
+                       "gradient buffer; pass it as a region input or give it a persistent "
+                       "gradient buffer",
+                       v->name ? "'" : "a variable", v->name ? v->name : "", v->name ? "'" : "");
+        return NULL;
+    }
+    v->g = tensor_make(NULL, DTYPE_F32, v->v.device, v->v.ndim, v->v.shape);
+    v->g.data = arena_calloc(c->arena, tensor_numel(&v->v) * 4);
+    return (float *)v->g.data;
+}
+
+Status var_accum_gv(Ctx *c, Var *v, Var *contrib) {
+    if (!contrib) return addc_error_status() ? addc_error_status() : ADDC_ERR_INVALID;
+    if (!tensor_same_shape(&v->v, &contrib->v)) {
+        char a[96], b[96];
+        return addc_error_set(ADDC_ERR_INVALID, "create-graph gradient shape %s does not match %s",
+                              tensor_shape_str(&contrib->v, b, sizeof b),
+                              tensor_shape_str(&v->v, a, sizeof a));
+    }
+    if (!v->gv) {
+        v->gv = contrib;
+        return ADDC_OK;
+    }
+    Var *s = op_add(c, v->gv, contrib);
+    if (!s) return addc_error_status();
+    v->gv = s;
+    return ADDC_OK;
+}
+
+Node node_make(int op, int n_in, Var *const *in) {
+    Node n;
+    memset(&n, 0, sizeof n);
+    n.op = op;
+    n.n_in = n_in;
+    for (int i = 0; i < n_in; i++) n.in[i] = in[i];
+    return n;
+}
+
+Var *op_exec(Ctx *c, Node *n, DType out_dt, int32_t out_ndim, const int64_t *out_shape) {
+    Device dev = c->device;
+    int have_dev = 0, record = 0;
+    for (int i = 0; i < n->n_in; i++) {
+        Var *x = n->in[i];
+        if (!x) continue;
+        if (!have_dev) {
+            dev = x->v.device;
+            have_dev = 1;
+        } else if (x->v.device != dev) {
+            addc_error_set(ADDC_ERR_INVALID, "%s: inputs on different devices (%s and %s)",
+                           op_name(n->op), device_name(dev), device_name(x->v.device));
+            return NULL;
+        }
+        if (x->requires_grad) record = 1;
+    }
+    record = record && c->tape != NULL;
+    n->save = (uint8_t)record;
+    Var *y = var_new_on(c, dev, out_dt, out_ndim, out_shape);
+    if (!y) return NULL;
+    n->out = y;
+    if (dev != DEVICE_META) {
+        const Backend *be = backend_for(dev);
+        if (!be) return NULL;
+        const OpImpl *impl = be->ops[n->op];
+        if (!impl || !impl->fwd) {
+            addc_error_set(ADDC_ERR_UNSUPPORTED, "op %s has no %s kernel", op_name(n->op), be->name);
+            return NULL;
+        }
+        Status st = impl->fwd(c, n);
+        if (st != ADDC_OK) {
+            addc_error_context(st, "%s forward", op_name(n->op));
+            return NULL;
+        }
+    }
+    if (record) {
+        int32_t idx;
+        if (tape_push(c->tape, n, &idx) != ADDC_OK) return NULL;
+        y->tape = c->tape;
+        y->node = idx;
+        y->requires_grad = 1;
+    }
+    return y;
+}
+
+/* ---- checkpointed regions ---- */
+
+static _Thread_local Tape region_tapes[REGION_MAX_DEPTH];
+
+Var *op_checkpoint(Ctx *c, RegionFn fn, void *user, Var *const *in, int n_in) {
+    for (int i = 0; i < n_in; i++)
+        if (!in[i]) return NULL;
+    if (n_in > NODE_MAX_IN) {
+        addc_error_set(ADDC_ERR_INVALID, "checkpoint: %d region inputs, at most %d", n_in, NODE_MAX_IN);
+        return NULL;
+    }
+    if (!c->tape) return fn(c, in, n_in, user);
+    Ctx inner = *c;
+    inner.tape = NULL; /* forward saves nothing inside the region */
+    Var *y = fn(&inner, in, n_in, user);
+    if (!y) return NULL;
+    Node n = node_make(OP_CHECKPOINT, n_in, in);
+    n.region = fn;
+    n.pp[0] = user;
+    n.out = y;
+    int32_t idx;
+    if (tape_push(c->tape, &n, &idx) != ADDC_OK) return NULL;
+    y->tape = c->tape;
+    y->node = idx;
+    y->requires_grad = 1;
+    return y;
+}
+
+static Status backward_walk(Ctx *c, Tape *t, int32_t from);
+
+static Status checkpoint_backward(Ctx *c, const Node *n) {
+    int depth = c->recomputing;
+    if (depth >= REGION_MAX_DEPTH)
+        return addc_error_set(ADDC_ERR_INVALID, "checkpointed regions nested deeper than %d",
+                              REGION_MAX_DEPTH);
+    for (int i = 0; i < n->n_in; i++)
+        if (n->in[i]->requires_grad && !var_grad_f32(c, n->in[i])) return addc_error_status();
+    ArenaMark mark = arena_mark(c->arena);
+    Tape *local = &region_tapes[depth];
+    tape_clear(local);
+    Ctx lc = *c;
+    lc.tape = local;
+    lc.recomputing = depth + 1;
+    lc.region_tape = local;
+    Var *y = n->region(&lc, n->in, n->n_in, n->pp[0]);
+    if (!y) return addc_error_context(addc_error_status(), "checkpoint recompute");
+    if (!tensor_same_shape(&y->v, &n->out->v))
+        return addc_error_set(ADDC_ERR_INVALID, "checkpoint recompute gave another shape");
+    Status st = ADDC_OK;
+    if (y->requires_grad && y->tape == local && y->node >= 0) {
+        y->g = n->out->g; /* the incoming gradient seeds the local walk */
+        lc.tape = NULL;
+        st = backward_walk(&lc, local, y->node);
+    }
+    tape_clear(local);
+    arena_reset_to(c->arena, mark);
+    return st;
+}
+
+/* ---- plain backward ---- */
+
+static Status backward_walk(Ctx *c, Tape *t, int32_t from) {
+    Tape *saved = c->tape;
+    c->tape = NULL; /* kernels may call ops for scratch work; nothing is recorded */
+    Status st = ADDC_OK;
+    for (int32_t i = from; i >= 0 && st == ADDC_OK; i--) {
+        const Node *n = &t->nodes[i];
+        if (!n->out->g.data) continue;
+        if (n->op == OP_CHECKPOINT) {
+            st = checkpoint_backward(c, n);
+            continue;
+        }
+        const Backend *be = backend_for(n->out->v.device);
+        if (!be) {
+            st = addc_error_status();
+            break;
+        }
+        const OpImpl *impl = be->ops[n->op];
+        if (!impl || !impl->bwd) {
+            st = addc_error_set(ADDC_ERR_UNSUPPORTED, "op %s has no %s backward", op_name(n->op),
+                                be->name);
+            break;
+        }
+        st = impl->bwd(c, (Node *)n);
+        if (st != ADDC_OK) addc_error_context(st, "%s backward", op_name(n->op));
+    }
+    c->tape = saved;
+    return st;
+}
+
+Status tape_backward_seed(Ctx *c, Var *y, const Tensor *dy) {
+    if (!y) return addc_error_status() ? addc_error_status() : ADDC_ERR_INVALID;
+    if (y->v.device == DEVICE_META) return ADDC_OK;
+    if (!y->requires_grad) return ADDC_OK; /* nothing upstream needs a gradient */
+    if (dy->dtype != DTYPE_F32 || tensor_numel(dy) != tensor_numel(&y->v))
+        return addc_error_set(ADDC_ERR_INVALID, "backward seed must be f32 with y's %lld elements",
+                              (long long)tensor_numel(&y->v));
+    float *g = var_grad_f32(c, y);
+    if (!g) return addc_error_status();
+    const float *d = dy->data;
+    if (g != d)
+        for (int64_t i = 0, n = tensor_numel(dy); i < n; i++) g[i] += d[i];
+    if (!y->tape || y->node < 0) return ADDC_OK; /* a leaf */
+    return backward_walk(c, y->tape, y->node);
+}
+
+Status tape_backward(Ctx *c, Var *loss) {
+    if (!loss) return addc_error_status() ? addc_error_status() : ADDC_ERR_INVALID;
+    if (tensor_numel(&loss->v) != 1)
+        return addc_error_set(ADDC_ERR_INVALID, "tape_backward needs a one-element loss, got %lld elements",
+                              (long long)tensor_numel(&loss->v));
+    float one = 1.0f;
+    Tensor seed = tensor_make(&one, DTYPE_F32, DEVICE_CPU, 0, NULL);
+    return tape_backward_seed(c, loss, &seed);
+}
+
+/* ---- create-graph / functional gradients ---- */
+
+static int is_wrt(const Var *v, Var *const *wrt, int n) {
+    for (int k = 0; k < n; k++)
+        if (wrt[k] == v) return 1;
+    return 0;
+}
+
+Status autograd_grad(Ctx *c, Var *y, Var *dy, Var *const *wrt, int n, Var **grads, bool create_graph) {
+    if (!y) return addc_error_status() ? addc_error_status() : ADDC_ERR_INVALID;
+    for (int k = 0; k < n; k++) grads[k] = NULL;
+    if (create_graph && !c->tape)
+        return addc_error_set(ADDC_ERR_INVALID, "autograd_grad(create_graph) needs a tape to record on");
+    if (!y->tape || y->node < 0) {
+        for (int k = 0; k < n; k++)
+            if (wrt[k] == y) grads[k] = dy;
+        return ADDC_OK;
+    }
+    if (create_graph && c->tape != y->tape)
+        return addc_error_set(ADDC_ERR_INVALID, "autograd_grad: y was recorded on another tape");
+    Tape *t = y->tape;
+    int32_t top = y->node;
+    uint8_t *dep = arena_calloc(c->arena, top + 1);
+    Var **touched = arena_alloc(c->arena, (int64_t)sizeof(Var *) * ((top + 1) * (NODE_MAX_IN + 1) + 1));
+    if (!dep || !touched) return addc_error_status();
+    int64_t ntouched = 0;
+    for (int32_t i = 0; i <= top; i++) {
+        const Node *nd = &t->nodes[i];
+        for (int j = 0; j < nd->n_in; j++) {
+            const Var *x = nd->in[j];
+            if (!x) continue;
+            if (is_wrt(x, wrt, n) || (x->tape == t && x->node >= 0 && x->node < i && dep[x->node])) dep[i] = 1;
+        }
+    }
+    if (!dep[top]) return ADDC_OK; /* no path from wrt to y */
+    Var *seed = dy;
+    if (!seed) {
+        Ctx sc = *c;
+        sc.tape = NULL;
+        seed = var_new(&sc, DTYPE_F32, y->v.ndim, y->v.shape);
+        if (!seed) return addc_error_status();
+        if (seed->v.data)
+            for (int64_t i = 0, m = tensor_numel(&seed->v); i < m; i++) ((float *)seed->v.data)[i] = 1.0f;
+    }
+    y->gv = seed;
+    touched[ntouched++] = y;
+    Ctx gc = *c;
+    if (!create_graph) gc.tape = NULL;
+    Status st = ADDC_OK;
+    for (int32_t i = top; i >= 0 && st == ADDC_OK; i--) {
+        if (!dep[i]) continue;
+        Node nd = t->nodes[i]; /* a copy: recording may move t->nodes */
+        if (!nd.out->gv) continue;
+        if (nd.op == OP_CHECKPOINT) {
+            st = addc_error_set(ADDC_ERR_UNSUPPORTED,
+                                "autograd_grad cannot pass through a checkpointed region");
+            break;
+        }
+        const Backend *be = backend_for(nd.out->v.device);
+        const OpImpl *impl = be ? be->ops[nd.op] : NULL;
+        if (!impl || !impl->bwd_graph) {
+            st = addc_error_set(ADDC_ERR_UNSUPPORTED, "op %s has no create-graph backward",
+                                op_name(nd.op));
+            break;
+        }
+        for (int j = 0; j < nd.n_in; j++) {
+            Var *x = nd.in[j];
+            if (!x) continue;
+            x->want_gv = (uint8_t)(is_wrt(x, wrt, n) || (x->tape == t && x->node >= 0 && dep[x->node]));
+            touched[ntouched++] = x;
+        }
+        st = impl->bwd_graph(&gc, &nd);
+        if (st != ADDC_OK) addc_error_context(st, "%s create-graph backward", op_name(nd.op));
+        for (int j = 0; j < nd.n_in; j++)
+            if (nd.in[j]) nd.in[j]->want_gv = 0;
+    }
+    if (st == ADDC_OK)
+        for (int k = 0; k < n; k++) grads[k] = wrt[k]->gv;
+    for (int64_t i = 0; i < ntouched; i++) touched[i]->gv = NULL;
+    return st;
+}

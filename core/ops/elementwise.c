@@ -1,0 +1,283 @@
+/* core/ops/elementwise: add, sub, mul, div with numpy broadcasting; scale (alpha x + beta),
+ * rsqrt (x + eps)^-1/2 and cast.
+ *
+ * Gradient rule: each input's gradient is ACCUMULATED (+=): the upstream gradient times the
+ * local derivative, summed over the dims the input was broadcast along (reduce_sum_to_accum).
+ * The create-graph backward (add, sub, mul, div, scale) builds the same expressions from ops. */
+#include <math.h>
+#include <string.h>
+
+#include "core/ops/cpu_impls.h"
+#include "core/ops/ops_internal.h"
+
+enum { BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV };
+
+/* ---- forward: out = a (op) b over a broadcast plan ---- */
+
+typedef struct {
+    const float *a, *b;
+    float *y;
+    int kind;
+    Broadcast bc;
+    int64_t inner; /* length of the innermost output dim */
+} BinJob;
+
+static inline float bin_apply(int kind, float x, float z) {
+    switch (kind) {
+    case BIN_ADD: return x + z;
+    case BIN_SUB: return x - z;
+    case BIN_MUL: return x * z;
+    default: return x / z;
+    }
+}
+
+/* rows of the innermost output dim in [r0, r1) */
+static void bin_rows(void *ctx, int64_t r0, int64_t r1) {
+    BinJob *j = ctx;
+    const Broadcast *bc = &j->bc;
+    int64_t inner = j->inner, sai = bc->sa[BC_DIMS - 1], sbi = bc->sb[BC_DIMS - 1];
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t rem = r, oa = 0, ob = 0;
+        for (int d = BC_DIMS - 2; d >= 0; d--) {
+            int64_t i = rem % bc->out[d];
+            rem /= bc->out[d];
+            oa += i * bc->sa[d];
+            ob += i * bc->sb[d];
+        }
+        const float *pa = j->a + oa, *pb = j->b + ob;
+        float *py = j->y + r * inner;
+        if (sai && sbi) {
+            switch (j->kind) {
+            case BIN_ADD: for (int64_t k = 0; k < inner; k++) py[k] = pa[k] + pb[k]; break;
+            case BIN_SUB: for (int64_t k = 0; k < inner; k++) py[k] = pa[k] - pb[k]; break;
+            case BIN_MUL: for (int64_t k = 0; k < inner; k++) py[k] = pa[k] * pb[k]; break;
+            default: for (int64_t k = 0; k < inner; k++) py[k] = pa[k] / pb[k]; break;
+            }
+        } else {
+            for (int64_t k = 0; k < inner; k++) py[k] = bin_apply(j->kind, pa[k * sai], pb[k * sbi]);
+        }
+    }
+}
+
+static Status bin_fwd(Ctx *c, Node *n) {
+    (void)c;
+    BinJob j;
+    j.a = n->in[0]->v.data;
+    j.b = n->in[1]->v.data;
+    j.y = n->out->v.data;
+    j.kind = (int)n->ip[0];
+    if (!broadcast_plan(op_name(n->op), &n->in[0]->v, &n->in[1]->v, &j.bc)) return addc_error_status();
+    j.inner = j.bc.out[BC_DIMS - 1];
+    int64_t rows = j.inner ? tensor_numel(&n->out->v) / j.inner : 0;
+    parallel_for(rows, (16384 + j.inner - 1) / (j.inner ? j.inner : 1), bin_rows, &j);
+    return ADDC_OK;
+}
+
+static Var *bin_op(Ctx *c, int op, int kind, Var *a, Var *b) {
+    OPS_NULL_GUARD2(a, b);
+    const char *name = op_name(op);
+    if (!ops_require_f32(name, "a", a) || !ops_require_f32(name, "b", b)) return NULL;
+    Broadcast bc;
+    if (!broadcast_plan(name, &a->v, &b->v, &bc)) return NULL;
+    Var *in[2] = {a, b};
+    Node n = node_make(op, 2, in);
+    n.ip[0] = kind;
+    return op_exec(c, &n, DTYPE_F32, bc.ndim, bc.shape);
+}
+
+Var *op_add(Ctx *c, Var *a, Var *b) { return bin_op(c, OP_ADD, BIN_ADD, a, b); }
+Var *op_sub(Ctx *c, Var *a, Var *b) { return bin_op(c, OP_SUB, BIN_SUB, a, b); }
+Var *op_mul(Ctx *c, Var *a, Var *b) { return bin_op(c, OP_MUL, BIN_MUL, a, b); }
+Var *op_div(Ctx *c, Var *a, Var *b) { return bin_op(c, OP_DIV, BIN_DIV, a, b); }
+
+/* ---- backward ---- */
+
+/* Computes the full-size local contribution for input `which` into tmp (output shape), then
+ * sums it down to the input's shape. */
+static Status bin_bwd(Ctx *c, Node *n) {
+    Status st = ADDC_OK;
+    int kind = (int)n->ip[0];
+    float *ga = ops_in_grad(c, n, 0, &st);
+    float *gb = ops_in_grad(c, n, 1, &st);
+    if (st) return st;
+    const Tensor *ty = &n->out->v;
+    int64_t ny = tensor_numel(ty);
+    const float *dy = n->out->g.data;
+    Broadcast bc;
+    broadcast_plan(op_name(n->op), &n->in[0]->v, &n->in[1]->v, &bc);
+    const float *a = n->in[0]->v.data, *b = n->in[1]->v.data;
+    for (int which = 0; which < 2; which++) {
+        float *g = which ? gb : ga;
+        if (!g) continue;
+        const Tensor *tx = &n->in[which]->v;
+        bool direct = tensor_numel(tx) == ny;
+        ArenaMark mark = arena_mark(c->arena);
+        float *tmp = direct ? NULL : ctx_alloc(c, ny * 4);
+        if (!direct && !tmp) return addc_error_status();
+        /* contribution d = dy * d(out)/d(in) at each output position */
+        int64_t idx[BC_DIMS] = {0};
+        for (int64_t i = 0; i < ny; i++) {
+            int64_t oa = 0, ob = 0;
+            for (int d = 0; d < BC_DIMS; d++) {
+                oa += idx[d] * bc.sa[d];
+                ob += idx[d] * bc.sb[d];
+            }
+            float d;
+            switch (kind) {
+            case BIN_ADD: d = dy[i]; break;
+            case BIN_SUB: d = which ? -dy[i] : dy[i]; break;
+            case BIN_MUL: d = dy[i] * (which ? a[oa] : b[ob]); break;
+            default: d = which ? -dy[i] * a[oa] / (b[ob] * b[ob]) : dy[i] / b[ob]; break;
+            }
+            if (direct) g[i] += d;
+            else tmp[i] = d;
+            for (int k = BC_DIMS - 1; k >= 0; k--) {
+                if (++idx[k] < bc.out[k]) break;
+                idx[k] = 0;
+            }
+        }
+        if (!direct) {
+            st = reduce_sum_to_accum(c, g, tx->ndim, tx->shape, tmp, ty->ndim, ty->shape);
+            arena_reset_to(c->arena, mark);
+            if (st) return st;
+        }
+    }
+    return ADDC_OK;
+}
+
+static Status accum_sum_to(Ctx *c, Var *x, Var *contrib) {
+    Var *r = op_sum_to(c, contrib, x->v.ndim, x->v.shape);
+    return var_accum_gv(c, x, r);
+}
+
+static Status bin_bwd_graph(Ctx *c, Node *n) {
+    Var *a = n->in[0], *b = n->in[1], *dy = n->out->gv;
+    int kind = (int)n->ip[0];
+    Status st = ADDC_OK;
+    if (ops_in_wants_gv(n, 0)) {
+        Var *d = kind == BIN_MUL ? op_mul(c, dy, b) : kind == BIN_DIV ? op_div(c, dy, b) : dy;
+        st = accum_sum_to(c, a, d);
+        if (st) return st;
+    }
+    if (ops_in_wants_gv(n, 1)) {
+        Var *d;
+        switch (kind) {
+        case BIN_ADD: d = dy; break;
+        case BIN_SUB: d = op_scale(c, dy, -1.0, 0.0); break;
+        case BIN_MUL: d = op_mul(c, dy, a); break;
+        default: /* -dy * a / b^2 = -(dy * y) / b */
+            d = op_scale(c, op_div(c, op_mul(c, dy, n->out), b), -1.0, 0.0);
+            break;
+        }
+        st = accum_sum_to(c, b, d);
+    }
+    return st;
+}
+
+const OpImpl cpu_op_add = {bin_fwd, bin_bwd, bin_bwd_graph};
+const OpImpl cpu_op_sub = {bin_fwd, bin_bwd, bin_bwd_graph};
+const OpImpl cpu_op_mul = {bin_fwd, bin_bwd, bin_bwd_graph};
+const OpImpl cpu_op_div = {bin_fwd, bin_bwd, bin_bwd_graph};
+
+/* ---- unary: scale, rsqrt, cast ---- */
+
+typedef struct {
+    const float *x;
+    float *y;
+    double p0, p1;
+} UnJob;
+
+static void scale_range(void *ctx, int64_t b, int64_t e) {
+    UnJob *j = ctx;
+    float al = (float)j->p0, be = (float)j->p1;
+    for (int64_t i = b; i < e; i++) j->y[i] = al * j->x[i] + be;
+}
+
+static Status scale_fwd(Ctx *c, Node *n) {
+    (void)c;
+    UnJob j = {n->in[0]->v.data, n->out->v.data, n->fp[0], n->fp[1]};
+    parallel_for(tensor_numel(&n->out->v), 1 << 15, scale_range, &j);
+    return ADDC_OK;
+}
+
+static Status scale_bwd(Ctx *c, Node *n) {
+    Status st = ADDC_OK;
+    float *gx = ops_in_grad(c, n, 0, &st);
+    if (!gx) return st;
+    const float *dy = n->out->g.data;
+    float al = (float)n->fp[0];
+    for (int64_t i = 0, m = tensor_numel(&n->out->v); i < m; i++) gx[i] += al * dy[i];
+    return ADDC_OK;
+}
+
+static Status scale_bwd_graph(Ctx *c, Node *n) {
+    if (!ops_in_wants_gv(n, 0)) return ADDC_OK;
+    return var_accum_gv(c, n->in[0], op_scale(c, n->out->gv, n->fp[0], 0.0));
+}
+
+Var *op_scale(Ctx *c, Var *x, double alpha, double beta) {
+    OPS_NULL_GUARD1(x);
+    if (!ops_require_f32("scale", "x", x)) return NULL;
+    Node n = node_make(OP_SCALE, 1, &x);
+    n.fp[0] = alpha;
+    n.fp[1] = beta;
+    return op_exec(c, &n, DTYPE_F32, x->v.ndim, x->v.shape);
+}
+
+const OpImpl cpu_op_scale = {scale_fwd, scale_bwd, scale_bwd_graph};
+
+static void rsqrt_range(void *ctx, int64_t b, int64_t e) {
+    UnJob *j = ctx;
+    for (int64_t i = b; i < e; i++) j->y[i] = (float)(1.0 / sqrt((double)j->x[i] + j->p0));
+}
+
+static Status rsqrt_fwd(Ctx *c, Node *n) {
+    (void)c;
+    UnJob j = {n->in[0]->v.data, n->out->v.data, n->fp[0], 0};
+    parallel_for(tensor_numel(&n->out->v), 1 << 14, rsqrt_range, &j);
+    return ADDC_OK;
+}
+
+static Status rsqrt_bwd(Ctx *c, Node *n) {
+    Status st = ADDC_OK;
+    float *gx = ops_in_grad(c, n, 0, &st);
+    if (!gx) return st;
+    const float *dy = n->out->g.data, *y = n->out->v.data;
+    for (int64_t i = 0, m = tensor_numel(&n->out->v); i < m; i++) gx[i] += -0.5f * y[i] * y[i] * y[i] * dy[i];
+    return ADDC_OK;
+}
+
+Var *op_rsqrt(Ctx *c, Var *x, double eps) {
+    OPS_NULL_GUARD1(x);
+    if (!ops_require_f32("rsqrt", "x", x)) return NULL;
+    Node n = node_make(OP_RSQRT, 1, &x);
+    n.fp[0] = eps;
+    return op_exec(c, &n, DTYPE_F32, x->v.ndim, x->v.shape);
+}
+
+const OpImpl cpu_op_rsqrt = {rsqrt_fwd, rsqrt_bwd, NULL};
+
+static Status cast_fwd(Ctx *c, Node *n) {
+    (void)c;
+    dtype_convert(n->out->v.data, n->out->v.dtype, n->in[0]->v.data, n->in[0]->v.dtype,
+                  tensor_numel(&n->out->v));
+    return ADDC_OK;
+}
+
+static Status cast_bwd(Ctx *c, Node *n) {
+    Status st = ADDC_OK;
+    float *gx = ops_in_grad(c, n, 0, &st);
+    if (!gx) return st;
+    const float *dy = n->out->g.data;
+    for (int64_t i = 0, m = tensor_numel(&n->out->v); i < m; i++) gx[i] += dy[i];
+    return ADDC_OK;
+}
+
+Var *op_cast(Ctx *c, Var *x, DType dt) {
+    OPS_NULL_GUARD1(x);
+    if (dt >= DTYPE_COUNT) return ops_fail("cast", "unknown dtype %d", (int)dt);
+    Node n = node_make(OP_CAST, 1, &x);
+    return op_exec(c, &n, dt, x->v.ndim, x->v.shape);
+}
+
+const OpImpl cpu_op_cast = {cast_fwd, cast_bwd, NULL};

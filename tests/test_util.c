@@ -1,0 +1,389 @@
+/* tests/test_util: harness, test RNG, the op checker and the fixture reader. */
+#include "tests/test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int test_passed, test_failed;
+
+int test_main_end(const char *suite) {
+    printf("%s: %d passed, %d failed\n", suite, test_passed, test_failed);
+    return test_failed ? 1 : 0;
+}
+
+double trng_uniform(TestRng *r) {
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+double trng_range(TestRng *r, double lo, double hi) { return lo + (hi - lo) * trng_uniform(r); }
+double trng_normal(TestRng *r) {
+    double u1 = trng_uniform(r), u2 = trng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+void trng_fill_f32(TestRng *r, float *x, int64_t n, double lo, double hi) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)trng_range(r, lo, hi);
+}
+
+void tctx_init(TestCtx *t) {
+    arena_init(&t->arena, 16 << 20, 0);
+    tape_init(&t->tape);
+    t->c = ctx_make(&t->arena, &t->tape, DEVICE_CPU);
+    t->nt = ctx_make(&t->arena, NULL, DEVICE_CPU);
+}
+void tctx_reset(TestCtx *t) {
+    arena_reset(&t->arena);
+    tape_clear(&t->tape);
+}
+void tctx_free(TestCtx *t) {
+    arena_free(&t->arena);
+    tape_free(&t->tape);
+}
+
+Var *tvar_rand(TestCtx *t, TestRng *r, bool requires_grad, double lo, double hi, int32_t ndim,
+               const int64_t *shape) {
+    Var *v = var_new(&t->nt, DTYPE_F32, ndim, shape);
+    if (!v) return NULL;
+    trng_fill_f32(r, v->v.data, tensor_numel(&v->v), lo, hi);
+    v->requires_grad = requires_grad;
+    return v;
+}
+
+Var *tvar_from(TestCtx *t, const float *data, bool requires_grad, int32_t ndim, const int64_t *shape) {
+    Var *v = var_new(&t->nt, DTYPE_F32, ndim, shape);
+    if (!v) return NULL;
+    memcpy(v->v.data, data, (size_t)tensor_nbytes(&v->v));
+    v->requires_grad = requires_grad;
+    return v;
+}
+
+static double report_mismatch(const char *label, int64_t n, double tol, double denom,
+                              double (*getdiff)(const void *, const void *, int64_t, double *, double *),
+                              const void *a, const void *b) {
+    double maxerr = 0;
+    int shown = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double av, bv;
+        double d = getdiff(a, b, i, &av, &bv) / denom;
+        if (isnan(d)) d = INFINITY;
+        if (d > maxerr) maxerr = d;
+        if (label && d > tol && shown < 5) {
+            fprintf(stderr, "  %s[%lld]: got %.9g want %.9g (rel err %.3g)\n", label, (long long)i, av, bv, d);
+            shown++;
+        }
+    }
+    return maxerr;
+}
+
+static double diff_f32_f64(const void *a, const void *b, int64_t i, double *av, double *bv) {
+    *av = ((const float *)a)[i];
+    *bv = ((const double *)b)[i];
+    return fabs(*av - *bv);
+}
+static double diff_f32_f32(const void *a, const void *b, int64_t i, double *av, double *bv) {
+    *av = ((const float *)a)[i];
+    *bv = ((const float *)b)[i];
+    return fabs(*av - *bv);
+}
+
+double compare_f32_f64(const char *label, const float *a, const double *b, int64_t n, double tol, double floor) {
+    double m = floor;
+    for (int64_t i = 0; i < n; i++)
+        if (fabs(b[i]) > m) m = fabs(b[i]);
+    return report_mismatch(label, n, tol, m, diff_f32_f64, a, b);
+}
+
+double compare_f32(const char *label, const float *a, const float *b, int64_t n, double tol, double floor) {
+    double m = floor;
+    for (int64_t i = 0; i < n; i++)
+        if (fabs(b[i]) > m) m = fabs(b[i]);
+    return report_mismatch(label, n, tol, m, diff_f32_f32, a, b);
+}
+
+/* ---- op checker ---- */
+
+static int64_t numel_of(int32_t nd, const int64_t *s) {
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= s[i];
+    return n;
+}
+
+static double ref_loss(const OpCheck *oc, double *const *in, double *out, const double *R, int64_t nout) {
+    oc->ref(in, out, oc->user);
+    double L = 0;
+    for (int64_t i = 0; i < nout; i++) L += R[i] * out[i];
+    return L;
+}
+
+/* picks which elements of an input get a finite-difference check */
+static int64_t fd_pick(const OpCheck *oc, TestRng *r, int64_t n, int64_t k) {
+    int64_t maxfd = oc->max_fd ? oc->max_fd : n;
+    if (oc->max_fd == 0 || n <= maxfd) return k;
+    (void)k;
+    return (int64_t)(trng_uniform(r) * (double)n);
+}
+
+static Var *make_input(TestCtx *tc, const OpCheck *oc, int i, TestRng *r, const float *vals) {
+    int64_t n = numel_of(oc->ndim[i], oc->shape[i]);
+    if (oc->is_int[i]) {
+        Tensor t = tensor_make(NULL, DTYPE_I32, DEVICE_CPU, oc->ndim[i], oc->shape[i]);
+        t.data = arena_alloc(&tc->arena, n * 4);
+        for (int64_t k = 0; k < n; k++) ((int32_t *)t.data)[k] = (int32_t)vals[k];
+        return var_leaf(&tc->nt, t, false);
+    }
+    (void)r;
+    return tvar_from(tc, vals, !oc->no_grad[i], oc->ndim[i], oc->shape[i]);
+}
+
+void check_op(const OpCheck *oc) {
+    double fwd_tol = oc->fwd_tol > 0 ? oc->fwd_tol : 1e-5;
+    double grad_tol = oc->grad_tol > 0 ? oc->grad_tol : 1e-4;
+    double h = oc->fd_h > 0 ? oc->fd_h : 1e-6;
+    double g2tol = oc->graph2_tol > 0 ? oc->graph2_tol : 2e-3;
+    TestRng r = {oc->seed ? oc->seed : 12345};
+    TestCtx tc;
+    tctx_init(&tc);
+    int n_in = oc->n_in;
+    float *vals[CHECK_OP_MAX_IN];
+    double *in64[CHECK_OP_MAX_IN];
+    int64_t nin[CHECK_OP_MAX_IN];
+    Var *in[CHECK_OP_MAX_IN];
+    for (int i = 0; i < n_in; i++) {
+        nin[i] = numel_of(oc->ndim[i], oc->shape[i]);
+        vals[i] = malloc((size_t)(nin[i] ? nin[i] : 1) * 4);
+        in64[i] = malloc((size_t)(nin[i] ? nin[i] : 1) * 8);
+        double lo = oc->lo[i], hi = oc->hi[i];
+        if (lo == 0 && hi == 0) lo = -1, hi = 1;
+        for (int64_t k = 0; k < nin[i]; k++) {
+            double v = oc->fixed[i] ? oc->fixed[i][k] : trng_range(&r, lo, hi);
+            if (oc->is_int[i]) v = floor(v);
+            vals[i][k] = (float)v;
+            in64[i][k] = (double)vals[i][k];
+        }
+        in[i] = make_input(&tc, oc, i, &r, vals[i]);
+    }
+    Var *y = oc->build(&tc.c, in, oc->user);
+    CHECK(y != NULL, "%s: build failed: %s", oc->name, addc_error_message());
+    if (!y) {
+        addc_error_clear();
+        goto done;
+    }
+    int64_t nout = tensor_numel(&y->v);
+    double *out64 = malloc((size_t)(nout ? nout : 1) * 8);
+    double *R = malloc((size_t)(nout ? nout : 1) * 8);
+    float *Rf = malloc((size_t)(nout ? nout : 1) * 4);
+    for (int64_t k = 0; k < nout; k++) {
+        Rf[k] = (float)trng_range(&r, -1, 1);
+        R[k] = Rf[k];
+    }
+    /* forward vs f64 reference */
+    oc->ref(in64, out64, oc->user);
+    char label[160];
+    snprintf(label, sizeof label, "%s fwd", oc->name);
+    double ef = compare_f32_f64(label, y->v.data, out64, nout, fwd_tol, 1e-6);
+    CHECK(ef <= fwd_tol, "%s: forward max rel err %.3g > %.3g", oc->name, ef, fwd_tol);
+
+    /* backward vs finite differences of the f64 reference */
+    Tensor seed = tensor_make(Rf, DTYPE_F32, DEVICE_CPU, y->v.ndim, y->v.shape);
+    Status st = tape_backward_seed(&tc.c, y, &seed);
+    CHECK_OK(st);
+    double eg_max = 0;
+    for (int i = 0; i < n_in && st == ADDC_OK; i++) {
+        if (oc->no_grad[i] || oc->is_int[i]) continue;
+        const float *g = in[i]->g.data;
+        CHECK(g != NULL, "%s: input %d got no gradient", oc->name, i);
+        if (!g) continue;
+        int64_t kmax = oc->max_fd == 0 || nin[i] <= oc->max_fd ? nin[i] : oc->max_fd;
+        double *fd = malloc((size_t)kmax * 8);
+        float *an = malloc((size_t)kmax * 4);
+        int64_t *idx = malloc((size_t)kmax * 8);
+        for (int64_t k = 0; k < kmax; k++) {
+            int64_t e = fd_pick(oc, &r, nin[i], k);
+            idx[k] = e;
+            double x0 = in64[i][e];
+            in64[i][e] = x0 + h;
+            double lp = ref_loss(oc, in64, out64, R, nout);
+            in64[i][e] = x0 - h;
+            double lm = ref_loss(oc, in64, out64, R, nout);
+            in64[i][e] = x0;
+            fd[k] = (lp - lm) / (2 * h);
+            an[k] = g[e];
+        }
+        snprintf(label, sizeof label, "%s grad[in %d]", oc->name, i);
+        double eg = compare_f32_f64(label, an, fd, kmax, grad_tol, 1e-3);
+        if (eg > eg_max) eg_max = eg;
+        CHECK(eg <= grad_tol, "%s: input %d gradient max rel err %.3g > %.3g (vs f64 finite differences)",
+              oc->name, i, eg, grad_tol);
+        free(fd);
+        free(an);
+        free(idx);
+    }
+
+    double eg1 = 0, eg2 = 0;
+    if (oc->graph && st == ADDC_OK) {
+        /* a fresh graph (the plain backward above left gradients on every Var) */
+        TestCtx tg;
+        tctx_init(&tg);
+        Var *gin[CHECK_OP_MAX_IN];
+        for (int i = 0; i < n_in; i++) gin[i] = make_input(&tg, oc, i, &r, vals[i]);
+        Var *gy = oc->build(&tg.c, gin, oc->user);
+        /* first order: create-graph gradient equals the plain one */
+        Var *wrt[CHECK_OP_MAX_IN], *grads[CHECK_OP_MAX_IN];
+        int nw = 0, map[CHECK_OP_MAX_IN];
+        for (int i = 0; i < n_in; i++)
+            if (!oc->no_grad[i] && !oc->is_int[i]) {
+                map[nw] = i;
+                wrt[nw++] = gin[i];
+            }
+        Var *dy = tvar_from(&tg, Rf, false, gy->v.ndim, gy->v.shape);
+        st = autograd_grad(&tg.c, gy, dy, wrt, nw, grads, true);
+        CHECK(st == ADDC_OK, "%s: create-graph backward failed: %s", oc->name, addc_error_message());
+        if (st == ADDC_OK) {
+            for (int w = 0; w < nw; w++) {
+                int i = map[w];
+                CHECK(grads[w] != NULL, "%s: create-graph gave no gradient for input %d", oc->name, i);
+                if (!grads[w]) continue;
+                snprintf(label, sizeof label, "%s graph grad[in %d]", oc->name, i);
+                double e = compare_f32(label, grads[w]->v.data, in[i]->g.data, nin[i], 1e-5, 1e-3);
+                if (e > eg1) eg1 = e;
+                CHECK(e <= 1e-5, "%s: create-graph gradient of input %d differs from plain: %.3g", oc->name, i, e);
+            }
+            /* second order: s = sum_i <S_i, grad_i>; d s / d in_j by backward vs finite
+             * differences of the (plain, f32) first-order gradients */
+            Var *s = NULL;
+            float *S[CHECK_OP_MAX_IN] = {0};
+            for (int w = 0; w < nw; w++) {
+                if (!grads[w]) continue;
+                int i = map[w];
+                S[w] = malloc((size_t)nin[i] * 4);
+                trng_fill_f32(&r, S[w], nin[i], -1, 1);
+                Var *Sv = tvar_from(&tg, S[w], false, oc->ndim[i], oc->shape[i]);
+                Var *t = op_sum(&tg.c, op_mul(&tg.c, grads[w], Sv));
+                s = s ? op_add(&tg.c, s, t) : t;
+            }
+            bool depends = s && s->requires_grad;
+            if (depends) st = tape_backward(&tg.c, s);
+            CHECK(st == ADDC_OK, "%s: second-order backward failed: %s", oc->name, addc_error_message());
+            /* numeric: perturb input j, recompute first-order grads with a fresh plain backward */
+            double h2 = 1e-2;
+            for (int wj = 0; wj < nw && st == ADDC_OK; wj++) {
+                int j = map[wj];
+                int64_t kmax = nin[j] < 16 ? nin[j] : 16;
+                const float *g2 = gin[j]->g.data;
+                for (int64_t k = 0; k < kmax; k++) {
+                    int64_t e = nin[j] <= 16 ? k : (int64_t)(trng_uniform(&r) * (double)nin[j]);
+                    double sv[2];
+                    for (int sgn = 0; sgn < 2; sgn++) {
+                        TestCtx t2;
+                        tctx_init(&t2);
+                        Var *in2[CHECK_OP_MAX_IN];
+                        for (int i = 0; i < n_in; i++) {
+                            float *vv = malloc((size_t)(nin[i] ? nin[i] : 1) * 4);
+                            memcpy(vv, vals[i], (size_t)nin[i] * 4);
+                            if (i == j) vv[e] += (float)(sgn ? -h2 : h2);
+                            in2[i] = make_input(&t2, oc, i, &r, vv);
+                            free(vv);
+                        }
+                        Var *y2 = oc->build(&t2.c, in2, oc->user);
+                        Tensor sd = tensor_make(Rf, DTYPE_F32, DEVICE_CPU, y2->v.ndim, y2->v.shape);
+                        tape_backward_seed(&t2.c, y2, &sd);
+                        double acc = 0;
+                        for (int w = 0; w < nw; w++) {
+                            int i = map[w];
+                            if (!S[w] || !in2[i]->g.data) continue;
+                            for (int64_t q = 0; q < nin[i]; q++) acc += (double)S[w][q] * ((float *)in2[i]->g.data)[q];
+                        }
+                        sv[sgn] = acc;
+                        tctx_free(&t2);
+                    }
+                    double num = (sv[0] - sv[1]) / (2 * h2);
+                    double ana = g2 ? g2[e] : 0.0;
+                    double err = fabs(num - ana) / (1.0 + fabs(num));
+                    if (err > eg2) eg2 = err;
+                    if (err > g2tol)
+                        fprintf(stderr, "  %s second order d/d in%d[%lld]: backward %.7g, finite diff %.7g\n",
+                                oc->name, j, (long long)e, ana, num);
+                }
+            }
+            CHECK(eg2 <= g2tol, "%s: second-order gradient err %.3g > %.3g", oc->name, eg2, g2tol);
+            for (int w = 0; w < nw; w++) free(S[w]);
+        } else {
+            addc_error_clear();
+        }
+        tctx_free(&tg);
+    }
+    printf("  %-40s fwd %.2e  grad %.2e%s", oc->name, ef, eg_max, oc->graph ? "" : "\n");
+    if (oc->graph) printf("  graph %.2e  2nd %.2e\n", eg1, eg2);
+    free(out64);
+    free(R);
+    free(Rf);
+done:
+    for (int i = 0; i < n_in; i++) {
+        free(vals[i]);
+        free(in64[i]);
+    }
+    tctx_free(&tc);
+    addc_error_clear();
+}
+
+/* ---- fixtures ---- */
+
+bool fixture_load(const char *name, Fixture *f) {
+    memset(f, 0, sizeof *f);
+    const char *root = getenv("ADDC_SOURCE_DIR");
+    if (!root) root = ADDC_SOURCE_DIR;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/ref/fixtures/%s.bin", root, name);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        fprintf(stderr, "cannot open fixture %s (regenerate with tests/ref/make_fixtures.sh)\n", path);
+        return false;
+    }
+    char magic[8];
+    int32_t n;
+    bool ok = fread(magic, 1, 8, fp) == 8 && memcmp(magic, "ADDCFIX1", 8) == 0 && fread(&n, 4, 1, fp) == 1 &&
+              n >= 0 && n < 100000;
+    if (ok) {
+        f->n = n;
+        f->t = calloc((size_t)(n ? n : 1), sizeof(FixTensor));
+        for (int i = 0; i < n && ok; i++) {
+            FixTensor *t = &f->t[i];
+            int32_t len;
+            ok = fread(&len, 4, 1, fp) == 1 && len > 0 && len < (int32_t)sizeof t->name &&
+                 fread(t->name, 1, (size_t)len, fp) == (size_t)len && fread(&t->ndim, 4, 1, fp) == 1 &&
+                 t->ndim >= 0 && t->ndim <= TENSOR_MAX_DIMS;
+            if (!ok) break;
+            t->name[len] = 0;
+            t->numel = 1;
+            for (int d = 0; d < t->ndim && ok; d++) {
+                ok = fread(&t->shape[d], 8, 1, fp) == 1 && t->shape[d] >= 0;
+                t->numel *= t->shape[d];
+            }
+            if (!ok) break;
+            t->data = malloc((size_t)(t->numel ? t->numel : 1) * 4);
+            ok = fread(t->data, 4, (size_t)t->numel, fp) == (size_t)t->numel;
+        }
+    }
+    fclose(fp);
+    if (!ok) {
+        fprintf(stderr, "fixture %s is malformed\n", path);
+        fixture_free(f);
+    }
+    return ok;
+}
+
+const FixTensor *fixture_get(const Fixture *f, const char *name) {
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->t[i].name, name) == 0) return &f->t[i];
+    return NULL;
+}
+
+void fixture_free(Fixture *f) {
+    for (int i = 0; i < f->n; i++) free(f->t[i].data);
+    free(f->t);
+    memset(f, 0, sizeof *f);
+}
