@@ -30,6 +30,8 @@ typedef enum OpKind {
     OP_SUM,
     OP_MEAN,
     OP_MEAN_SQUARE,
+    /* view.c */
+    OP_RESHAPE,
     /* act.c */
     OP_SILU,
     OP_GELU,
@@ -122,6 +124,10 @@ Var *op_mean_to(Ctx *c, Var *x, int32_t ndim, const int64_t *shape); /* sum_to /
 Var *op_sum(Ctx *c, Var *x);         /* all elements -> shape () */
 Var *op_mean(Ctx *c, Var *x);        /* all elements -> shape () */
 Var *op_mean_square(Ctx *c, Var *x); /* mean(x^2) -> shape () */
+
+/* ---- view.c ---- */
+/* The same elements under another shape (same numel); the output aliases x's storage. */
+Var *op_reshape(Ctx *c, Var *x, int32_t ndim, const int64_t *shape);
 
 /* ---- act.c ---- */
 typedef enum GeluApprox { GELU_ERF = 0, GELU_TANH = 1 } GeluApprox;

@@ -16,6 +16,7 @@ extern const OpImpl cpu_op_broadcast_to;
 extern const OpImpl cpu_op_sum;
 extern const OpImpl cpu_op_mean;
 extern const OpImpl cpu_op_mean_square;
+extern const OpImpl cpu_op_reshape;
 extern const OpImpl cpu_op_silu;
 extern const OpImpl cpu_op_gelu;
 extern const OpImpl cpu_op_geglu;

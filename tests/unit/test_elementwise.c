@@ -148,6 +148,31 @@ static void test_unary_and_reductions(void) {
     }
 }
 
+static Var *build_reshape(Ctx *c, Var **in, void *u) {
+    (void)u;
+    int64_t s[] = {6, 10};
+    /* scaled so the view is not the last op, and the gradient must pass through it */
+    return op_scale(c, op_reshape(c, in[0], 2, s), 2.0, 0.0);
+}
+static void ref_reshape(double *const *in, double *out, void *u) {
+    (void)u;
+    for (int i = 0; i < 60; i++) out[i] = 2.0 * in[0][i];
+}
+
+static void test_reshape(void) {
+    OpCheck oc = {.name = "reshape", .n_in = 1, .ndim = {3}, .shape = {{3, 4, 5}}, .build = build_reshape,
+                  .ref = ref_reshape, .graph = true};
+    check_op(&oc);
+    TestCtx t;
+    tctx_init(&t);
+    TestRng r = {3};
+    int64_t a[] = {2, 3}, bad[] = {4, 2};
+    Var *x = tvar_rand(&t, &r, false, -1, 1, 2, a);
+    CHECK(op_reshape(&t.c, x, 2, bad) == NULL, "reshape to another numel must fail");
+    addc_error_clear();
+    tctx_free(&t);
+}
+
 /* sums do not depend on the thread count: blocks are fixed */
 static void test_sum_deterministic(void) {
     TestCtx t;
@@ -185,6 +210,7 @@ static void test_errors(void) {
 int main(void) {
     test_binary_ops();
     test_unary_and_reductions();
+    test_reshape();
     test_sum_deterministic();
     test_errors();
     return test_main_end("test_elementwise");
