@@ -1,0 +1,19 @@
+/* launch/cli: the subcommand table of the addc program. Each subcommand is a function
+ * `int cmd_x(int argc, char **argv)` (argv[0] is the subcommand name) returning the process
+ * exit code; it prints its own errors. */
+#ifndef ADDC_LAUNCH_CLI_H
+#define ADDC_LAUNCH_CLI_H
+
+typedef struct Command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+int cmd_smoke(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
+
+/* Prints "addc: <message>" for the pending core/error message and returns exit code 1. */
+int cli_fail(const char *what);
+
+#endif
