@@ -12,6 +12,7 @@ pkgs=(
   libarchive-dev                        # data: WebDataset tar shards
   libturbojpeg0-dev libjpeg62-turbo-dev # data: JPEG decode with DCT scaling
   libpng-dev                            # data: PNG
+  dataset-fashion-mnist                 # data: the toy experiment's images (addc shards fmnist)
 )
 
 missing=()
