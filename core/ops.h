@@ -216,7 +216,7 @@ void ema_update(float *ema, const float *param, int64_t n, double decay);
 double sum_squares(const float *x, int64_t n);
 /* sqrt of the sum of squares over several buffers */
 double grad_global_norm(float *const *grads, const int64_t *sizes, int n);
-/* Scales every buffer by max_norm / (norm + 1e-6) when norm > max_norm (torch's
+/* Scales every buffer by max_norm / (norm + 1e-6) when that is < 1 (torch's
  * clip_grad_norm_); returns the norm before clipping. */
 double grad_clip_global_norm(float *const *grads, const int64_t *sizes, int n, double max_norm);
 
