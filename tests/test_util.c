@@ -120,10 +120,13 @@ static double ref_loss(const OpCheck *oc, double *const *in, double *out, const 
 }
 
 /* picks which elements of an input get a finite-difference check */
+static int64_t fd_limit(const OpCheck *oc, int64_t n) {
+    int64_t m = oc->max_fd == 0 ? 64 : oc->max_fd < 0 ? n : oc->max_fd;
+    return n < m ? n : m;
+}
+
 static int64_t fd_pick(const OpCheck *oc, TestRng *r, int64_t n, int64_t k) {
-    int64_t maxfd = oc->max_fd ? oc->max_fd : n;
-    if (oc->max_fd == 0 || n <= maxfd) return k;
-    (void)k;
+    if (fd_limit(oc, n) == n) return k;
     return (int64_t)(trng_uniform(r) * (double)n);
 }
 
@@ -197,7 +200,7 @@ void check_op(const OpCheck *oc) {
         const float *g = in[i]->g.data;
         CHECK(g != NULL, "%s: input %d got no gradient", oc->name, i);
         if (!g) continue;
-        int64_t kmax = oc->max_fd == 0 || nin[i] <= oc->max_fd ? nin[i] : oc->max_fd;
+        int64_t kmax = fd_limit(oc, nin[i]);
         double *fd = malloc((size_t)kmax * 8);
         float *an = malloc((size_t)kmax * 4);
         int64_t *idx = malloc((size_t)kmax * 8);

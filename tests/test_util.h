@@ -91,7 +91,7 @@ typedef struct OpCheck {
     double fwd_tol;  /* default 1e-5 */
     double grad_tol; /* default 1e-4 */
     double fd_h;     /* default 1e-6 */
-    int64_t max_fd;  /* finite-difference elements checked per input (default 64, 0 = all) */
+    int64_t max_fd;  /* finite-difference elements checked per input (0: 64, negative: all) */
     bool graph;      /* also check the create-graph backward */
     double graph2_tol; /* second-order tolerance, default 2e-3 */
     uint64_t seed;
