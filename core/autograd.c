@@ -166,6 +166,8 @@ Var *op_exec(Ctx *c, Node *n, DType out_dt, int32_t out_ndim, const int64_t *out
     Var *y = var_new_on(c, dev, out_dt, out_ndim, out_shape);
     if (!y) return NULL;
     n->out = y;
+    c->flops += op_node_flops(n);
+    c->out_bytes += tensor_nbytes(&y->v);
     if (dev != DEVICE_META) {
         const Backend *be = backend_for(dev);
         if (!be) return NULL;
@@ -201,11 +203,17 @@ Var *op_checkpoint(Ctx *c, RegionFn fn, void *user, Var *const *in, int n_in) {
         addc_error_set(ADDC_ERR_INVALID, "checkpoint: %d region inputs, at most %d", n_in, NODE_MAX_IN);
         return NULL;
     }
-    if (!c->tape) return fn(c, in, n_in, user);
+    ArenaMark mark = arena_mark(c->arena);
     Ctx inner = *c;
     inner.tape = NULL; /* forward saves nothing inside the region */
     Var *y = fn(&inner, in, n_in, user);
+    c->flops = inner.flops;
+    c->out_bytes = inner.out_bytes;
     if (!y) return NULL;
+    bool is_input = false;
+    for (int i = 0; i < n_in; i++) is_input |= y == in[i];
+    if (!is_input) y = var_compact(c, mark, y);
+    if (!y || !c->tape) return y;
     Node n = node_make(OP_CHECKPOINT, n_in, in);
     n.region = fn;
     n.pp[0] = user;
@@ -216,6 +224,22 @@ Var *op_checkpoint(Ctx *c, RegionFn fn, void *user, Var *const *in, int n_in) {
     y->node = idx;
     y->requires_grad = 1;
     return y;
+}
+
+Var *var_compact(Ctx *c, ArenaMark m, Var *y) {
+    if (!y) return NULL;
+    Var keep = *y;
+    int64_t nbytes = keep.v.data ? tensor_nbytes(&keep.v) : 0;
+    arena_reset_to(c->arena, m);
+    /* data first: it lands at or below its old place (same block order), so memmove is safe */
+    void *d = keep.v.data ? arena_alloc(c->arena, nbytes) : NULL;
+    if (keep.v.data && !d) return NULL;
+    if (d) memmove(d, keep.v.data, (size_t)nbytes);
+    Var *v = arena_alloc(c->arena, sizeof(Var));
+    if (!v) return NULL;
+    *v = keep;
+    v->v.data = d;
+    return v;
 }
 
 static Status backward_walk(Ctx *c, Tape *t, int32_t from);

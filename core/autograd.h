@@ -78,6 +78,8 @@ struct Ctx {
     Device device;          /* device new tensors are made on */
     int32_t recomputing;    /* > 0 inside a checkpoint recompute */
     Tape *region_tape;      /* the local tape of the innermost recompute */
+    double flops;           /* accumulated forward FLOPs (2 x multiply-adds) of the ops run */
+    int64_t out_bytes;      /* accumulated bytes of op outputs made (meta included) */
 };
 
 void tape_init(Tape *t);
@@ -113,9 +115,20 @@ Status tape_backward_seed(Ctx *c, Var *y, const Tensor *dy);
 Status autograd_grad(Ctx *c, Var *y, Var *dy, Var *const *wrt, int n, Var **grads,
                      bool create_graph);
 
-/* Runs fn(c, in, n_in, user) as a checkpointed region (see the top of this file). Without a
- * tape, simply calls fn. */
+/* Runs fn(c, in, n_in, user) as a checkpointed region (see the top of this file). The
+ * region is also a memory scope: everything it allocates from the arena is released when it
+ * returns, except its output (moved down to where the region started). Without a tape that
+ * is all it does: frozen networks use it to keep one block's activations at a time. */
 Var *op_checkpoint(Ctx *c, RegionFn fn, void *user, Var *const *in, int n_in);
+
+/* Releases everything allocated from c's arena since `m` except y, which is moved down to
+ * the mark; returns the moved Var. Only for y not recorded on a tape (nothing else made
+ * since the mark may still be referenced). */
+Var *var_compact(Ctx *c, ArenaMark m, Var *y);
+
+/* Forward FLOPs of one node (2 x multiply-adds of matmul, linear, conv, attention; other
+ * ops count 0): what `addc inspect` reports. */
+double op_node_flops(const Node *n);
 
 /* --- for op implementations --- */
 
