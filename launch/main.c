@@ -11,6 +11,7 @@
 static const Command commands[] = {
     {"smoke", cmd_smoke, "run every op forward and backward on small random inputs and print a table"},
     {"devices", cmd_devices, "list the compute devices addc can use (CPU threads, CUDA GPUs)"},
+    {"shards", cmd_shards, "build, check and summarise WebDataset shards (fmnist, check, stats)"},
 };
 
 static void usage(FILE *f) {
@@ -28,9 +29,8 @@ static void usage(FILE *f) {
             "environment:\n"
             "  ADDC_THREADS  CPU threads for kernels and OpenBLAS (default: all online CPUs)\n"
             "\n"
-            "Training (train, sample, eval), model inspection (inspect), data shards (shards) and\n"
-            "checkpoint export arrive with the networks, data, ADD and FSDP work; they are not in\n"
-            "this build yet.\n");
+            "Training (train, sample, eval), model inspection (inspect) and checkpoint export\n"
+            "arrive with the networks, ADD and FSDP work; they are not in this build yet.\n");
 }
 
 int cli_fail(const char *what) {
