@@ -284,6 +284,7 @@ static Status backward_walk(Ctx *c, Tape *t, int32_t from) {
         if (!n->out->g.data) continue;
         if (n->op == OP_CHECKPOINT) {
             st = checkpoint_backward(c, n);
+            n->out->g.data = NULL;
             continue;
         }
         const Backend *be = backend_for(n->out->v.device);
@@ -299,6 +300,7 @@ static Status backward_walk(Ctx *c, Tape *t, int32_t from) {
         }
         st = impl->bwd(c, (Node *)n);
         if (st != ADDC_OK) addc_error_context(st, "%s backward", op_name(n->op));
+        n->out->g.data = NULL; /* consumed: a later backward on this tape starts from zero */
     }
     c->tape = saved;
     return st;

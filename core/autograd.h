@@ -12,6 +12,9 @@
  * parameters, whose g points into a persistent flat gradient buffer (zeroed by the optimizer).
  *
  * tape_backward walks the tape in reverse creation order (a valid topological order).
+ * The gradient of every non-leaf Var is consumed by the walk (its g is reset to "zero"), so
+ * several backward passes over one tape (generator loss, then discriminator loss over the
+ * shared fake path) each see only their own gradients; leaves keep accumulating.
  * autograd_grad(..., create_graph=1) computes gradients as Vars with differentiable ops,
  * recorded on the same tape, so a later backward differentiates them (the exact R1 penalty).
  * Only ops with a bwd_graph implementation may lie on such a path (the discriminator-head

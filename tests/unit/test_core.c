@@ -299,7 +299,29 @@ static void test_double_backward(void) {
     tctx_free(&t);
 }
 
+/* two backward passes over one tape: the second must not see the first's gradients */
+static void test_two_backwards(void) {
+    TestCtx t;
+    tctx_init(&t);
+    TestRng r = {10};
+    int64_t s[] = {4};
+    Var *x = tvar_rand(&t, &r, true, -1, 1, 1, s);
+    Var *h = op_mul(&t.c, x, x); /* shared intermediate */
+    Var *l1 = op_sum(&t.c, h);
+    Var *l2 = op_sum(&t.c, op_scale(&t.c, h, 3.0, 0.0));
+    CHECK_OK(tape_backward(&t.c, l1));
+    float g1[4];
+    memcpy(g1, x->g.data, sizeof g1);
+    CHECK_OK(tape_backward(&t.c, l2));
+    const float *xv = x->v.data, *g = x->g.data;
+    double err = 0;
+    for (int i = 0; i < 4; i++) err = fmax(err, fabs(g[i] - (g1[i] + 6.0f * xv[i])));
+    CHECK(err < 1e-6, "second backward over a shared intermediate is off by %g", err);
+    tctx_free(&t);
+}
+
 int main(void) {
+    test_two_backwards();
     test_dtype();
     test_arena();
     test_parallel();
