@@ -12,6 +12,7 @@ static const Command commands[] = {
     {"smoke", cmd_smoke, "run every op forward and backward on small random inputs and print a table"},
     {"devices", cmd_devices, "list the compute devices addc can use (CPU threads, CUDA GPUs)"},
     {"shards", cmd_shards, "build, check and summarise WebDataset shards (fmnist, check, stats)"},
+    {"inspect", cmd_inspect, "a model YAML built on meta: parameters, forward FLOPs, memory per rank"},
 };
 
 static void usage(FILE *f) {
@@ -29,7 +30,7 @@ static void usage(FILE *f) {
             "environment:\n"
             "  ADDC_THREADS  CPU threads for kernels and OpenBLAS (default: all online CPUs)\n"
             "\n"
-            "Training (train, sample, eval), model inspection (inspect) and checkpoint export\n"
+            "Training (train, sample, eval) and checkpoint export\n"
             "arrive with the networks, ADD and FSDP work; they are not in this build yet.\n");
 }
 
