@@ -5,6 +5,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential cmake pkg-config
+  clang libclang-rt-14-dev              # tests: libFuzzer targets (tests/fuzz)
   libopenblas-dev                       # sgemm for matmul / conv / attention
   libyaml-dev                           # configs
   libopenmpi-dev openmpi-bin            # distributed: MPI ranks
