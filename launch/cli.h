@@ -14,6 +14,8 @@ int cmd_smoke(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_shards(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
 
 /* Prints "addc: <message>" for the pending core/error message and returns exit code 1. */
 int cli_fail(const char *what);

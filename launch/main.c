@@ -13,6 +13,8 @@ static const Command commands[] = {
     {"devices", cmd_devices, "list the compute devices addc can use (CPU threads, CUDA GPUs)"},
     {"shards", cmd_shards, "build, check and summarise WebDataset shards (fmnist, check, stats)"},
     {"inspect", cmd_inspect, "a model YAML built on meta: parameters, forward FLOPs, memory per rank"},
+    {"train", cmd_train, "ADD distillation or diffusion training from YAML configs, into a run directory"},
+    {"sample", cmd_sample, "images from a UNet with the ADD, Euler ancestral, DDIM or Euler sampler, PNGs + manifest.jsonl"},
 };
 
 static void usage(FILE *f) {
@@ -30,8 +32,8 @@ static void usage(FILE *f) {
             "environment:\n"
             "  ADDC_THREADS  CPU threads for kernels and OpenBLAS (default: all online CPUs)\n"
             "\n"
-            "Training (train, sample, eval) and checkpoint export\n"
-            "arrive with the networks, ADD and FSDP work; they are not in this build yet.\n");
+            "Evaluation (eval), checkpoints with resume and export arrive with the ADD and\n"
+            "FSDP work; they are not in this build yet.\n");
 }
 
 int cli_fail(const char *what) {

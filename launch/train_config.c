@@ -1,0 +1,138 @@
+/* launch/train_config: the schema of a training run and its checks (see train_config.h). */
+#include "launch/train_config.h"
+
+#include <stddef.h>
+
+#include "nn/latent.h"
+
+const char *const train_mode_names[TRAIN_MODE_COUNT] = {"add", "diffusion"};
+static const char *const student_init_names[] = {"teacher", "weights", "random"};
+static const char *const text_source_names[] = {"none", "encoder"};
+static const char *const text_layer_names[] = {"penultimate", "last"};
+static const char *const clean_names[] = {"open_clip", "hf"}; /* TokenizerClean order */
+
+static const ConfigField model_fields[] = {
+    CONFIG_STRING(TrainModelConfig, config, "", "model YAML (configs/models/); empty: role not used"),
+    CONFIG_STRING(TrainModelConfig, weights, "", "safetensors weights; empty: fresh weights keyed by init_seed"),
+    CONFIG_INT(TrainModelConfig, init_seed, "0", 0, INT64_MAX, "seed of fresh weights"),
+    CONFIG_LIST(TrainModelConfig, overrides, n_overrides, CONFIG_TYPE_STRING, "[]",
+                "field=value overrides of the model YAML"),
+};
+static const ConfigSchema model_schema = CONFIG_SCHEMA("model", model_fields);
+
+static const ConfigField codec_fields[] = {
+    CONFIG_ENUM(TrainCodecConfig, kind, "vae", latent_codec_kind_names,
+                "vae, unshuffle (2x2 pixel unshuffle: the toy) or none (pixel space)"),
+    CONFIG_STRUCT(TrainCodecConfig, vae, model_schema, "the AutoencoderKL (kind vae)"),
+    CONFIG_FLOAT(TrainCodecConfig, scale, "1", "unshuffle / none: latent = scale * image"),
+};
+static const ConfigSchema codec_schema = CONFIG_SCHEMA("codec", codec_fields);
+
+static const ConfigField text_fields[] = {
+    CONFIG_ENUM(TrainTextConfig, source, "none", text_source_names,
+                "none (zero context) or encoder (tokenizer + frozen CLIP text encoder)"),
+    CONFIG_STRUCT(TrainTextConfig, encoder, model_schema, "the CLIP text encoder"),
+    CONFIG_STRING(TrainTextConfig, tokenizer, "configs/tokenizer/bpe_simple_vocab_16e6.txt.gz",
+                  "BPE merges (bpe_simple_vocab_16e6.txt.gz or merges.txt)"),
+    CONFIG_ENUM(TrainTextConfig, clean, "hf", clean_names, "caption cleaning: hf (transformers) or open_clip"),
+    CONFIG_ENUM(TrainTextConfig, layer, "penultimate", text_layer_names, "hidden states the UNet attends to"),
+    CONFIG_FLOAT(TrainTextConfig, drop_prob, "0", "diffusion mode: probability a caption is replaced by \"\""),
+};
+static const ConfigSchema text_schema = CONFIG_SCHEMA("text", text_fields);
+
+static const ConfigField data_fields[] = {
+    CONFIG_STRING(TrainDataConfig, shards, "", "WebDataset shards (brace spec)"),
+    CONFIG_INT(TrainDataConfig, size, "32", 1, 65536, "image side after resize and crop"),
+    CONFIG_INT(TrainDataConfig, channels, "3", 1, 3, "1 (gray: the first channel) or 3"),
+    CONFIG_INT(TrainDataConfig, shuffle, "1000", 0, 8192, "shuffle buffer slots"),
+    CONFIG_INT(TrainDataConfig, threads, "2", 0, 256, "decode threads (0: online CPUs)"),
+    CONFIG_BOOL(TrainDataConfig, flip, "false", "random horizontal flips"),
+    CONFIG_BOOL(TrainDataConfig, fixed_batch, "false", "train on the first batch every step (overfitting checks)"),
+};
+static const ConfigSchema data_schema = CONFIG_SCHEMA("data", data_fields);
+
+#define OPTIM_FIELDS(lr_, b1_, b2_)                                                                              \
+    CONFIG_FLOAT(TrainOptimConfig, lr, lr_, "AdamW learning rate"),                                             \
+        CONFIG_FLOAT(TrainOptimConfig, beta1, b1_, "AdamW beta1"),                                              \
+        CONFIG_FLOAT(TrainOptimConfig, beta2, b2_, "AdamW beta2"),                                              \
+        CONFIG_FLOAT(TrainOptimConfig, eps, "1e-8", "AdamW epsilon"),                                           \
+        CONFIG_FLOAT(TrainOptimConfig, weight_decay, "0", "decoupled weight decay"),                            \
+        CONFIG_INT(TrainOptimConfig, warmup, "0", 0, INT64_MAX, "linear warmup steps"),                         \
+        CONFIG_FLOAT(TrainOptimConfig, grad_clip, "1", "global gradient-norm clip; 0 = off")
+static const ConfigField opt_g_fields[] = {OPTIM_FIELDS("1e-5", "0.9", "0.999")};
+static const ConfigSchema opt_g_schema = CONFIG_SCHEMA("opt_g", opt_g_fields);
+static const ConfigField opt_d_fields[] = {OPTIM_FIELDS("1e-4", "0", "0.99")};
+static const ConfigSchema opt_d_schema = CONFIG_SCHEMA("opt_d", opt_d_fields);
+
+static const ConfigField train_fields[] = {
+    CONFIG_ENUM(TrainConfig, mode, "add", train_mode_names, "add (distillation) or diffusion (teacher training)"),
+    CONFIG_INT(TrainConfig, seed, "0", 0, INT64_MAX, "seed of every draw of the run (core/rng.h)"),
+    CONFIG_INT(TrainConfig, steps, "1000", 1, INT64_MAX, "optimizer steps"),
+    CONFIG_INT(TrainConfig, batch, "8", 1, 1 << 20, "images per step"),
+    CONFIG_INT(TrainConfig, log_every, "10", 0, INT64_MAX, "progress line every N steps"),
+    CONFIG_INT(TrainConfig, save_every, "0", 0, INT64_MAX, "student weights every N steps (and at the end)"),
+    CONFIG_STRUCT(TrainConfig, data, data_schema, "training images and captions"),
+    CONFIG_STRUCT(TrainConfig, student, model_schema, "the network trained"),
+    CONFIG_ENUM(TrainConfig, student_init, "teacher", student_init_names,
+                "ADD: start from the teacher's weights, the student's own, or random (collapses)"),
+    CONFIG_STRUCT(TrainConfig, teacher, model_schema, "ADD: the frozen teacher UNet"),
+    CONFIG_STRUCT(TrainConfig, feature, model_schema, "ADD: the frozen DINOv2 feature network"),
+    CONFIG_STRUCT(TrainConfig, image_encoder, model_schema,
+                  "ADD: optional DINOv2 whose CLS of the real image conditions the heads"),
+    CONFIG_STRUCT(TrainConfig, heads, model_schema, "ADD: the discriminator heads"),
+    CONFIG_STRUCT(TrainConfig, codec, codec_schema, "image <-> latent"),
+    CONFIG_STRUCT(TrainConfig, text, text_schema, "text conditioning"),
+    CONFIG_STRUCT(TrainConfig, opt_g, opt_g_schema, "optimizer of the student"),
+    CONFIG_STRUCT(TrainConfig, opt_d, opt_d_schema, "optimizer of the discriminator heads"),
+    CONFIG_FLOAT(TrainConfig, ema_decay, "0", "EMA decay of the student (0 = no EMA)"),
+    CONFIG_FLOAT(TrainConfig, adv_weight, "1", "weight of L_adv^G in the student loss (0: distillation only)"),
+    CONFIG_STRUCT(TrainConfig, loss, add_loss_config_schema, "the ADD objective and the diffusion loss"),
+};
+const ConfigSchema train_config_schema = CONFIG_SCHEMA("train", train_fields);
+
+static Status need_model(const TrainModelConfig *m, const char *key, const char *why) {
+    if (m->config[0]) return ADDC_OK;
+    return addc_error_set(ADDC_ERR_INVALID, "%s.config: %s needs a model YAML here (configs/models/)", key, why);
+}
+
+static Status check_optim(const TrainOptimConfig *o, const char *key) {
+    if (!(o->lr >= 0) || !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0) ||
+        !(o->weight_decay >= 0) || !(o->grad_clip >= 0))
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "%s: lr, weight_decay, grad_clip must be >= 0, beta1 and beta2 in [0, 1), eps > 0", key);
+    return ADDC_OK;
+}
+
+Status train_config_check(const TrainConfig *cfg) {
+    if (!cfg->data.shards[0])
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "data.shards: no training shards given (make them with `addc shards fmnist OUT`)");
+    if (cfg->data.channels != 1 && cfg->data.channels != 3)
+        return addc_error_set(ADDC_ERR_INVALID, "data.channels: 1 or 3, not %lld", (long long)cfg->data.channels);
+    TRY(need_model(&cfg->student, "student", "every run"));
+    if (cfg->codec.kind == LATENT_CODEC_VAE) TRY(need_model(&cfg->codec.vae, "codec.vae", "codec.kind vae"));
+    if (cfg->codec.kind != LATENT_CODEC_VAE && !(cfg->codec.scale > 0))
+        return addc_error_set(ADDC_ERR_INVALID, "codec.scale: must be > 0");
+    if (cfg->text.source == TEXT_SOURCE_ENCODER) TRY(need_model(&cfg->text.encoder, "text.encoder", "text.source encoder"));
+    if (!(cfg->text.drop_prob >= 0 && cfg->text.drop_prob <= 1))
+        return addc_error_set(ADDC_ERR_INVALID, "text.drop_prob: a probability in [0, 1]");
+    if (!(cfg->adv_weight >= 0)) return addc_error_set(ADDC_ERR_INVALID, "adv_weight: must be >= 0");
+    if (!(cfg->ema_decay >= 0 && cfg->ema_decay < 1))
+        return addc_error_set(ADDC_ERR_INVALID, "ema_decay: in [0, 1) (0 = no EMA)");
+    TRY(check_optim(&cfg->opt_g, "opt_g"));
+    TRY(check_optim(&cfg->opt_d, "opt_d"));
+    if (cfg->mode == TRAIN_MODE_ADD) {
+        TRY(need_model(&cfg->teacher, "teacher", "mode add"));
+        TRY(need_model(&cfg->feature, "feature", "mode add (the discriminator's feature network)"));
+        TRY(need_model(&cfg->heads, "heads", "mode add (the discriminator heads)"));
+        if (cfg->student_init == STUDENT_INIT_WEIGHTS && !cfg->student.weights[0])
+            return addc_error_set(ADDC_ERR_INVALID, "student.weights: student_init weights needs a file");
+    }
+    return add_loss_config_check(&cfg->loss);
+}
+
+Status train_config_load(TrainConfig *cfg, const char *const *files, int32_t n_files, const char *const *overrides,
+                         int32_t n_overrides) {
+    TRY(config_load(&train_config_schema, cfg, files, n_files, overrides, n_overrides));
+    return train_config_check(cfg);
+}

@@ -1,0 +1,100 @@
+/* launch/train_config: the YAML schema of one `addc train` run. Several files merge in order,
+ * then `a.b=value` overrides (core/config.h); the merged, bound config is written into the run
+ * directory as config.yaml, which reads back to the same struct.
+ *
+ * Roles (each a model YAML from configs/models/, optional weights, and overrides of the model
+ * file's own fields):
+ *   student        the network trained: the ADD student, or in diffusion mode the teacher-to-be
+ *   teacher        ADD only: frozen, no tape; the student starts from its weights (student_init)
+ *   codec          image <-> latent: a VAE, the toy's pixel unshuffle or none (nn/latent.h)
+ *   text           tokenizer + frozen CLIP text encoder: the UNet's context (penultimate or last
+ *                  hidden states) and pooled vector (text_embeds with a projection, else pooled);
+ *                  the pooled vector also conditions the discriminator heads
+ *   feature        ADD only: frozen DINOv2, taped on the fake path; its taps feed the heads
+ *   image_encoder  ADD, optional: a second DINOv2 whose CLS of the real image conditions the heads
+ *   heads          ADD only: the discriminator heads (nn/disc.h)
+ * A role's weights "" means fresh weights keyed by its init_seed (what a toy's frozen text
+ * encoder uses: the same seed gives the same encoder in every run). */
+#ifndef ADDC_LAUNCH_TRAIN_CONFIG_H
+#define ADDC_LAUNCH_TRAIN_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "losses/add_config.h"
+
+#define TRAIN_PATH_MAX 512
+#define TRAIN_MAX_MODEL_OVERRIDES 8
+#define TRAIN_OVERRIDE_MAX 128
+
+typedef enum TrainMode { TRAIN_MODE_ADD = 0, TRAIN_MODE_DIFFUSION, TRAIN_MODE_COUNT } TrainMode;
+typedef enum StudentInit { STUDENT_INIT_TEACHER = 0, STUDENT_INIT_WEIGHTS, STUDENT_INIT_RANDOM } StudentInit;
+typedef enum TextSource { TEXT_SOURCE_NONE = 0, TEXT_SOURCE_ENCODER } TextSource;
+typedef enum TextLayer { TEXT_LAYER_PENULTIMATE = 0, TEXT_LAYER_LAST } TextLayer;
+
+extern const char *const train_mode_names[TRAIN_MODE_COUNT];
+
+typedef struct TrainModelConfig {
+    char config[TRAIN_PATH_MAX];  /* model YAML; "" = role not used */
+    char weights[TRAIN_PATH_MAX]; /* safetensors; "" = fresh weights keyed by init_seed */
+    int64_t init_seed;
+    char overrides[TRAIN_MAX_MODEL_OVERRIDES][TRAIN_OVERRIDE_MAX]; /* "field=value" of the model YAML */
+    int32_t n_overrides;
+} TrainModelConfig;
+
+typedef struct TrainCodecConfig {
+    int32_t kind; /* LatentCodecKind */
+    TrainModelConfig vae;
+    double scale; /* unshuffle / none: latent = scale * image */
+} TrainCodecConfig;
+
+typedef struct TrainTextConfig {
+    int32_t source; /* TextSource */
+    TrainModelConfig encoder;
+    char tokenizer[TRAIN_PATH_MAX];
+    int32_t clean;      /* TokenizerClean */
+    int32_t layer;      /* TextLayer: the UNet's context */
+    double drop_prob;   /* diffusion mode: caption replaced by "" (for classifier-free guidance) */
+} TrainTextConfig;
+
+typedef struct TrainDataConfig {
+    char shards[TRAIN_PATH_MAX]; /* WebDataset spec (data/wds.h) */
+    int64_t size;                /* images resized and cropped to size x size */
+    int64_t channels;            /* 1 (gray: the first channel) or 3 */
+    int64_t shuffle, threads;
+    bool flip;
+    bool fixed_batch;            /* train on the first batch every step (overfitting checks) */
+} TrainDataConfig;
+
+typedef struct TrainOptimConfig {
+    double lr, beta1, beta2, eps, weight_decay;
+    int64_t warmup;   /* linear warmup steps from lr/warmup to lr */
+    double grad_clip; /* global norm; 0 = off */
+} TrainOptimConfig;
+
+typedef struct TrainConfig {
+    int32_t mode; /* TrainMode */
+    int64_t seed, steps, batch;
+    int64_t log_every, save_every; /* steps; 0 = never (weights are saved at the end anyway) */
+    TrainDataConfig data;
+    TrainModelConfig student;
+    int32_t student_init; /* StudentInit (ADD); diffusion mode: weights if given, else random */
+    TrainModelConfig teacher, feature, image_encoder, heads;
+    TrainCodecConfig codec;
+    TrainTextConfig text;
+    TrainOptimConfig opt_g, opt_d;
+    double ema_decay; /* EMA of the student; 0 = off */
+    double adv_weight; /* L_G = adv_weight L_adv^G + lambda L_distill: 0 for the distillation-only ablation */
+    AddLossConfig loss;
+} TrainConfig;
+
+extern const ConfigSchema train_config_schema;
+
+/* Files merged in order, then overrides, then bound and checked (train_config_check). */
+Status train_config_load(TrainConfig *cfg, const char *const *files, int32_t n_files, const char *const *overrides,
+                         int32_t n_overrides);
+/* What the schema cannot say: roles a mode needs, positive sizes, ... (each names the key). */
+Status train_config_check(const TrainConfig *cfg);
+
+#endif

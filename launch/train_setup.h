@@ -1,0 +1,98 @@
+/* launch/train_setup: everything the training step of launch/train.c calls that is not the
+ * algorithm itself: building each role's network from the run config, the batch (images,
+ * captions, micro-conditioning), text and image conditioning, the discriminator's features,
+ * the optimizer step (warmup, clipping, AdamW, EMA) and saving weights.
+ *
+ * One process for now; the distributed issue shards these networks (ARCHITECTURE §5, §9). */
+#ifndef ADDC_LAUNCH_TRAIN_SETUP_H
+#define ADDC_LAUNCH_TRAIN_SETUP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "data/loader.h"
+#include "launch/train_config.h"
+#include "losses/diffusion.h"
+#include "nn/latent.h"
+#include "nn/model.h"
+#include "nn/tokenizer.h"
+
+/* AdamW state of one parameter store. */
+typedef struct Optimizer {
+    const TrainOptimConfig *cfg;
+    ParamStore *params;
+    float *m, *v; /* (numel) moments */
+    int64_t step; /* updates done */
+} Optimizer;
+
+/* One training batch, owned by the trainer (a copy of the loader's, so fixed_batch can keep it). */
+typedef struct TrainBatch {
+    int64_t B, S, C;
+    float *images;   /* (B, S, S, C) in [-1, 1] */
+    char **captions; /* (B) */
+    float *time_ids; /* (B, 6): original h, w, crop top, left, target h, w (SDXL micro-conditioning) */
+} TrainBatch;
+
+/* The conditioning of one batch. */
+typedef struct TrainCond {
+    Var *context;   /* (B, T, cross_attention_dim): the UNet's encoder_hidden_states */
+    Var *pooled;    /* (B, P) text_embeds (or pooled) of the text encoder; NULL without text */
+    Var *time_ids;  /* (B, 6) */
+    UNetAddedCond added; /* SDXL text_time; unused otherwise */
+    bool has_added;
+} TrainCond;
+
+typedef struct Trainer {
+    TrainConfig cfg;
+    Model *student, *teacher, *feature, *image_encoder, *heads, *vae, *text; /* NULL: role unused */
+    LatentCodec codec;
+    ClipTokenizer tokenizer;
+    bool has_tokenizer;
+    int32_t pad_id;
+    NoiseSchedule schedule;
+    Optimizer opt_g, opt_d;
+    float *ema;         /* (student numel) or NULL */
+    Loader *loader;
+    TrainBatch batch;
+    bool have_batch;
+    Arena arena;        /* the step arena */
+    Tape tape;
+    int64_t step;       /* optimizer steps done */
+    double teacher_sumsq; /* at setup: the teacher must not change */
+} Trainer;
+
+/* Builds every network the mode needs, loads or initialises their weights, opens the loader. */
+Status trainer_init(Trainer *t, const TrainConfig *cfg);
+void trainer_free(Trainer *t);
+
+/* The next batch (the same one again with data.fixed_batch). */
+Status trainer_next_batch(Trainer *t);
+/* The batch's images as a leaf Var (B, S, S, C), no gradient. */
+Var *batch_images(Ctx *c, const TrainBatch *b);
+/* The batch's conditioning (frozen text encoder, no tape). drop_prob > 0 replaces captions by ""
+ * with a draw keyed by (seed, DROPOUT, sample, step). uncond: every caption "" (teacher CFG). */
+Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCond *out);
+
+/* The discriminator heads' inputs for images (B, S, S, C): the feature network's taps read out
+ * as (B, N, D) tokens (CLS added to every patch), one per head. Taped when c has a tape. */
+Status disc_features(Ctx *c, const Trainer *t, Var *images, Var **features);
+/* The heads' conditioning (B, c_dim): pooled text then the image encoder's CLS of the real
+ * images, as configured; NULL with c_dim 0. */
+Var *disc_condition(Ctx *c, const Trainer *t, const TrainCond *cond, Var *real_images);
+/* All heads on features[k]: logits[k] (B, N). */
+Status disc_logits(Ctx *c, const Trainer *t, Var *const *features, Var *cond, bool update_sn, Var **logits);
+int disc_head_count(const Trainer *t);
+
+/* The learning rate at the next step (linear warmup). */
+double optimizer_lr(const Optimizer *o);
+/* Clips the gradients, takes one AdamW step, zeroes the gradients; returns the norm before clipping. */
+double optimizer_step(Optimizer *o);
+/* ema = decay ema + (1 - decay) student */
+void trainer_ema_update(Trainer *t);
+
+/* The student's weights (or, with ema, its EMA) as a diffusers-layout safetensors file. */
+Status trainer_save_student(Trainer *t, const char *path, bool ema);
+/* Sum of squares of the teacher's weights (0 without a teacher). */
+double trainer_teacher_sumsq(const Trainer *t);
+
+#endif

@@ -1,0 +1,233 @@
+/* tests/unit/test_train: `addc train` end to end, through the addc program built beside this test
+ * (single process, tiny networks, Fashion-MNIST shards made here with shards_fmnist):
+ *   - diffusion mode on one fixed batch overfits: the mean loss of the last steps is a clear
+ *     factor below that of the first ones;
+ *   - ADD mode runs a few steps: finite G and D losses in metrics.jsonl, the run directory holds
+ *     command.txt, config.yaml (which `addc train` reads back) and student.safetensors; the
+ *     student's weights moved away from the teacher's, and the teacher's did not change;
+ *   - the same seed gives bit-identical metrics twice;
+ *   - bad configs fail with a message naming the key.
+ * Skips (77) without the Fashion-MNIST files. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "data/shards.h"
+#include "nn/safetensors.h"
+#include "tests/test_util.h"
+
+static char addc[1024], tmp[256], cmdbuf[12288];
+static const char *src = ADDC_SOURCE_DIR;
+
+static int run(const char *args, const char *log) {
+    snprintf(cmdbuf, sizeof cmdbuf, "cd %s && ADDC_THREADS=2 %s %s > %s/%s 2>&1", src, addc, args, tmp, log);
+    int rc = system(cmdbuf);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = 0;
+    fclose(f);
+    return s;
+}
+
+/* values of `"key": x` on every line of a JSONL file that has it */
+static int jsonl_values(const char *path, const char *key, double *out, int cap) {
+    char *s = slurp(path), pat[64];
+    if (!s) return 0;
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    int n = 0;
+    for (char *line = strtok(s, "\n"); line && n < cap; line = strtok(NULL, "\n")) {
+        char *p = strstr(line, pat);
+        if (p) out[n++] = strtod(p + strlen(pat), NULL);
+    }
+    free(s);
+    return n;
+}
+
+/* the metrics without the timing fields (img_per_s, elapsed_s are last on every line) */
+static char *metrics_untimed(const char *run_dir) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", run_dir);
+    char *s = slurp(p);
+    if (!s) return NULL;
+    char *w = s;
+    for (char *r = s; *r;) {
+        char *cut = strstr(r, ", \"img_per_s\"");
+        char *nl = strchr(r, '\n');
+        if (!nl) nl = r + strlen(r);
+        char *end = cut && cut < nl ? cut : nl;
+        memmove(w, r, (size_t)(end - r));
+        w += end - r;
+        *w++ = '\n';
+        r = *nl ? nl + 1 : nl;
+    }
+    *w = 0;
+    return s;
+}
+
+static double max_abs_diff(const char *a_path, const char *b_path, int *n_tensors) {
+    SafeTensors a, b;
+    double d = -1;
+    *n_tensors = 0;
+    if (safetensors_open(&a, a_path) != ADDC_OK) return -1;
+    if (safetensors_open(&b, b_path) != ADDC_OK) {
+        safetensors_close(&a);
+        return -1;
+    }
+    d = 0;
+    for (int32_t i = 0; i < a.n; i++) {
+        const StTensor *ta = &a.t[i], *tb = safetensors_find(&b, ta->name);
+        if (!tb || tb->nbytes != ta->nbytes) {
+            d = INFINITY;
+            break;
+        }
+        int64_t n = ta->nbytes / 4;
+        float *x = malloc((size_t)n * 8), *y = x + n;
+        safetensors_read_f32(ta, x, n);
+        safetensors_read_f32(tb, y, n);
+        for (int64_t j = 0; j < n; j++) d = fmax(d, fabs((double)x[j] - y[j]));
+        free(x);
+        (*n_tensors)++;
+    }
+    safetensors_close(&a);
+    safetensors_close(&b);
+    return d;
+}
+
+#define COMMON                                                                                                   \
+    "data.shards=%s/fm/fmnist-train-{000000..000001}.tar data.size=16 data.channels=1 data.threads=1 "            \
+    "data.shuffle=32 batch=8 codec.kind=unshuffle text.source=none student.config=configs/models/tiny_unet.yaml " \
+    "log_every=0"
+
+int main(void) {
+    if (access(FMNIST_DEFAULT_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0) {
+        printf("test_train: skipped (no Fashion-MNIST in " FMNIST_DEFAULT_DIR ")\n");
+        return 77;
+    }
+    ssize_t k = readlink("/proc/self/exe", addc, sizeof addc - 8);
+    CHECK(k > 0, "readlink /proc/self/exe");
+    addc[k] = 0;
+    strcpy(strrchr(addc, '/') + 1, "addc");
+    CHECK(access(addc, X_OK) == 0, "the addc program is not built beside the test: %s", addc);
+    snprintf(tmp, sizeof tmp, "/tmp/addc_test_train_%d", (int)getpid());
+    char fm[300], a[8192], p[600], q[600];
+    snprintf(fm, sizeof fm, "%s/fm", tmp);
+    FmnistOptions fo = {.out_dir = fm, .limit = 64, .per_shard = 32, .train = true};
+    FmnistResult fr;
+    CHECK_OK(shards_fmnist(&fo, &fr));
+
+    /* 1. diffusion mode overfits one fixed batch */
+    snprintf(a, sizeof a,
+             "train configs/train/toy_teacher.yaml " COMMON
+             " data.fixed_batch=true steps=80 opt_g.lr=3e-3 opt_g.warmup=0 ema_decay=0.9 loss.prediction=epsilon "
+             "loss.schedule.zero_terminal_snr=false loss.diffusion.t_min=0 loss.diffusion.t_max=999 "
+             "--mode diffusion --run-dir %s/diff",
+             tmp, tmp);
+    CHECK(run(a, "diff.log") == 0, "diffusion run failed: see %s/diff.log", tmp);
+    double loss[128];
+    snprintf(p, sizeof p, "%s/diff/metrics.jsonl", tmp);
+    int n = jsonl_values(p, "loss", loss, 128);
+    CHECK(n == 80, "diffusion: %d loss lines, want 80", n);
+    if (n == 80) {
+        double first = 0, last = 0;
+        for (int i = 0; i < 10; i++) first += loss[i] / 10, last += loss[70 + i] / 10;
+        printf("diffusion overfit: mean loss steps 1-10 %.4f, steps 71-80 %.4f (x%.1f)\n", first, last, first / last);
+        CHECK(last < first / 2, "diffusion loss did not drop by 2x: %.4f -> %.4f", first, last);
+    }
+    snprintf(p, sizeof p, "%s/diff/student_ema.safetensors", tmp);
+    CHECK(access(p, R_OK) == 0, "no EMA weights written");
+
+    /* 2. ADD mode from that teacher, twice with the same seed */
+    char add_args[4096];
+    snprintf(add_args, sizeof add_args,
+             "train configs/train/toy_add.yaml " COMMON
+             " steps=3 teacher.config=configs/models/tiny_unet.yaml teacher.weights=%s/diff/student.safetensors "
+             "heads.overrides=[c_dim=0] loss.prediction=epsilon loss.schedule.zero_terminal_snr=false save_every=2",
+             tmp, tmp);
+    for (int r = 0; r < 2; r++) {
+        snprintf(a, sizeof a, "%s --run-dir %s/add%d", add_args, tmp, r);
+        CHECK(run(a, r ? "add1.log" : "add0.log") == 0, "ADD run %d failed: see %s/add%d.log", r, tmp, r);
+    }
+    double lg[8], ld[8], r1[8], t0[2], t1[2];
+    snprintf(p, sizeof p, "%s/add0/metrics.jsonl", tmp);
+    int ng = jsonl_values(p, "loss_g", lg, 8), nd = jsonl_values(p, "loss_d", ld, 8);
+    jsonl_values(p, "r1", r1, 8);
+    CHECK(ng == 3 && nd == 3, "ADD: %d loss_g and %d loss_d lines, want 3", ng, nd);
+    for (int i = 0; i < ng && i < nd; i++) {
+        printf("ADD step %d: loss_g %.5f loss_d %.5f r1 %.4g\n", i + 1, lg[i], ld[i], r1[i]);
+        CHECK(isfinite(lg[i]) && isfinite(ld[i]) && isfinite(r1[i]), "ADD step %d: non-finite loss", i + 1);
+    }
+    CHECK(jsonl_values(p, "teacher_sumsq_start", t0, 2) == 1 && jsonl_values(p, "teacher_sumsq_end", t1, 2) == 1 &&
+              t0[0] == t1[0] && t0[0] > 0,
+          "the teacher's weights changed during ADD (or no summary line)");
+    snprintf(p, sizeof p, "%s/add0/student.safetensors", tmp);
+    snprintf(q, sizeof q, "%s/diff/student.safetensors", tmp);
+    int nt = 0;
+    double moved = max_abs_diff(p, q, &nt);
+    printf("ADD: student vs teacher weights: max |diff| %.3g over %d tensors\n", moved, nt);
+    CHECK(nt > 100 && moved > 1e-6 && isfinite(moved), "the student's weights did not change (%g)", moved);
+    snprintf(p, sizeof p, "%s/add0/student-step-0000002.safetensors", tmp);
+    CHECK(access(p, R_OK) == 0, "no interval weights at step 2");
+    snprintf(p, sizeof p, "%s/add0/command.txt", tmp);
+    char *cmd = slurp(p);
+    CHECK(cmd && strstr(cmd, "toy_add.yaml") && strstr(cmd, "--run-dir"), "command.txt lacks the command line");
+    free(cmd);
+
+    /* 3. bit-identical metrics with the same seed */
+    snprintf(p, sizeof p, "%s/add0", tmp);
+    snprintf(q, sizeof q, "%s/add1", tmp);
+    char *m0 = metrics_untimed(p), *m1 = metrics_untimed(q);
+    CHECK(m0 && m1 && !strcmp(m0, m1), "same seed, different metrics:\n%s---\n%s", m0 ? m0 : "", m1 ? m1 : "");
+    free(m0);
+    free(m1);
+
+    /* 4. the written config reads back and runs */
+    snprintf(a, sizeof a, "train %s/add0/config.yaml steps=1 --run-dir %s/again", tmp, tmp);
+    CHECK(run(a, "again.log") == 0, "config.yaml did not read back: see %s/again.log", tmp);
+    snprintf(a, sizeof a, "%s/again/config.yaml", tmp);
+    snprintf(p, sizeof p, "%s/add0/config.yaml", tmp);
+    char *c0 = slurp(p), *c1 = slurp(a);
+    char *s0 = c0 ? strstr(c0, "\nbatch:") : NULL, *s1 = c1 ? strstr(c1, "\nbatch:") : NULL;
+    CHECK(s0 && s1 && !strcmp(s0, s1), "config.yaml changed on a round trip (beyond steps)");
+    free(c0);
+    free(c1);
+
+    /* 5. bad configs: a clear message naming the key */
+    snprintf(a, sizeof a, "train configs/train/toy_add.yaml " COMMON " opt_g.lrr=1 --run-dir %s/bad", tmp, tmp);
+    CHECK(run(a, "bad1.log") != 0, "an unknown key was accepted");
+    snprintf(p, sizeof p, "%s/bad1.log", tmp);
+    char *msg = slurp(p);
+    printf("bad key: %s", msg ? msg : "(none)\n");
+    CHECK(msg && strstr(msg, "opt_g.lrr") && strstr(msg, "lr"), "the message does not name the key");
+    free(msg);
+    snprintf(a, sizeof a, "train configs/train/toy_add.yaml " COMMON " teacher.config= --run-dir %s/bad", tmp, tmp);
+    CHECK(run(a, "bad2.log") != 0, "ADD without a teacher was accepted");
+    snprintf(p, sizeof p, "%s/bad2.log", tmp);
+    msg = slurp(p);
+    printf("no teacher: %s", msg ? msg : "(none)\n");
+    CHECK(msg && strstr(msg, "teacher.config"), "the message does not name teacher.config");
+    free(msg);
+    snprintf(a, sizeof a, "train configs/train/toy_add.yaml " COMMON " teacher.config=configs/models/tiny_unet.yaml teacher.weights=%s/diff/student.safetensors heads.overrides=[c_dim=5] --run-dir %s/bad",
+             tmp, tmp, tmp);
+    CHECK(run(a, "bad3.log") != 0, "mismatched heads were accepted");
+    snprintf(p, sizeof p, "%s/bad3.log", tmp);
+    msg = slurp(p);
+    printf("bad heads: %s", msg ? msg : "(none)\n");
+    CHECK(msg && strstr(msg, "c_dim"), "the message does not name c_dim");
+    free(msg);
+
+    if (test_failed == 0) {
+        snprintf(cmdbuf, sizeof cmdbuf, "rm -rf %s", tmp);
+        if (system(cmdbuf) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    }
+    return test_main_end("train");
+}
