@@ -14,6 +14,7 @@ int cmd_smoke(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_shards(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 

@@ -15,6 +15,7 @@ static const Command commands[] = {
     {"inspect", cmd_inspect, "a model YAML built on meta: parameters, forward FLOPs, memory per rank"},
     {"train", cmd_train, "ADD distillation or diffusion training from YAML configs, into a run directory"},
     {"sample", cmd_sample, "images from a UNet with the ADD, Euler ancestral, DDIM or Euler sampler, PNGs + manifest.jsonl"},
+    {"forward", cmd_forward, "one network's forward on named tensors (NCHW, diffusers names) to a safetensors file"},
 };
 
 static void usage(FILE *f) {
