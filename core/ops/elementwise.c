@@ -92,52 +92,89 @@ Var *op_div(Ctx *c, Var *a, Var *b) { return bin_op(c, OP_DIV, BIN_DIV, a, b); }
 
 /* ---- backward ---- */
 
-/* Computes the full-size local contribution for input `which` into tmp (output shape), then
- * sums it down to the input's shape. */
+/* Local contribution for input `which`, row by row of the innermost output dim, added into
+ * dst: the input's gradient itself when it has the output's shape, else a zeroed
+ * output-shaped scratch. Rows run in parallel; each row touches only its own output positions. */
+typedef struct {
+    const float *a, *b, *dy;
+    float *dst;
+    int kind, which;
+    Broadcast bc;
+    int64_t inner;
+} BinBwdJob;
+
+static void bin_bwd_rows(void *ctx, int64_t r0, int64_t r1) {
+    BinBwdJob *j = ctx;
+    const Broadcast *bc = &j->bc;
+    int64_t inner = j->inner, sai = bc->sa[BC_DIMS - 1], sbi = bc->sb[BC_DIMS - 1];
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t rem = r, oa = 0, ob = 0;
+        for (int d = BC_DIMS - 2; d >= 0; d--) {
+            int64_t i = rem % bc->out[d];
+            rem /= bc->out[d];
+            oa += i * bc->sa[d];
+            ob += i * bc->sb[d];
+        }
+        const float *pa = j->a + oa, *pb = j->b + ob, *dy = j->dy + r * inner;
+        float *o = j->dst + r * inner;
+        switch (j->kind * 2 + j->which) {
+        case BIN_ADD * 2 + 0:
+        case BIN_ADD * 2 + 1:
+        case BIN_SUB * 2 + 0:
+            for (int64_t k = 0; k < inner; k++) o[k] = o[k] + dy[k];
+            break;
+        case BIN_SUB * 2 + 1:
+            for (int64_t k = 0; k < inner; k++) o[k] = o[k] - dy[k];
+            break;
+        case BIN_MUL * 2 + 0:
+            for (int64_t k = 0; k < inner; k++) o[k] = o[k] + dy[k] * pb[k * sbi];
+            break;
+        case BIN_MUL * 2 + 1:
+            for (int64_t k = 0; k < inner; k++) o[k] = o[k] + dy[k] * pa[k * sai];
+            break;
+        case BIN_DIV * 2 + 0:
+            for (int64_t k = 0; k < inner; k++) o[k] = o[k] + dy[k] / pb[k * sbi];
+            break;
+        default: /* d(a/b)/db = -a / b^2 */
+            for (int64_t k = 0; k < inner; k++) {
+                float bv = pb[k * sbi];
+                o[k] = o[k] - dy[k] * pa[k * sai] / (bv * bv);
+            }
+            break;
+        }
+    }
+}
+
+/* Each input's gradient: directly when it has the output's shape, else through an
+ * output-sized scratch summed down to the input's shape. */
 static Status bin_bwd(Ctx *c, Node *n) {
     Status st = ADDC_OK;
-    int kind = (int)n->ip[0];
     float *ga = ops_in_grad(c, n, 0, &st);
     float *gb = ops_in_grad(c, n, 1, &st);
     if (st) return st;
     const Tensor *ty = &n->out->v;
     int64_t ny = tensor_numel(ty);
-    const float *dy = n->out->g.data;
-    Broadcast bc;
-    broadcast_plan(op_name(n->op), &n->in[0]->v, &n->in[1]->v, &bc);
-    const float *a = n->in[0]->v.data, *b = n->in[1]->v.data;
+    BinBwdJob j;
+    j.a = n->in[0]->v.data;
+    j.b = n->in[1]->v.data;
+    j.dy = n->out->g.data;
+    j.kind = (int)n->ip[0];
+    if (!broadcast_plan(op_name(n->op), &n->in[0]->v, &n->in[1]->v, &j.bc)) return addc_error_status();
+    j.inner = j.bc.out[BC_DIMS - 1];
+    int64_t rows = j.inner ? ny / j.inner : 0;
+    int64_t grain = (16384 + j.inner - 1) / (j.inner ? j.inner : 1);
     for (int which = 0; which < 2; which++) {
         float *g = which ? gb : ga;
         if (!g) continue;
         const Tensor *tx = &n->in[which]->v;
         bool direct = tensor_numel(tx) == ny;
         ArenaMark mark = arena_mark(c->arena);
-        float *tmp = direct ? NULL : ctx_alloc(c, ny * 4);
-        if (!direct && !tmp) return addc_error_status();
-        /* contribution d = dy * d(out)/d(in) at each output position */
-        int64_t idx[BC_DIMS] = {0};
-        for (int64_t i = 0; i < ny; i++) {
-            int64_t oa = 0, ob = 0;
-            for (int d = 0; d < BC_DIMS; d++) {
-                oa += idx[d] * bc.sa[d];
-                ob += idx[d] * bc.sb[d];
-            }
-            float d;
-            switch (kind) {
-            case BIN_ADD: d = dy[i]; break;
-            case BIN_SUB: d = which ? -dy[i] : dy[i]; break;
-            case BIN_MUL: d = dy[i] * (which ? a[oa] : b[ob]); break;
-            default: d = which ? -dy[i] * a[oa] / (b[ob] * b[ob]) : dy[i] / b[ob]; break;
-            }
-            if (direct) g[i] += d;
-            else tmp[i] = d;
-            for (int k = BC_DIMS - 1; k >= 0; k--) {
-                if (++idx[k] < bc.out[k]) break;
-                idx[k] = 0;
-            }
-        }
+        j.which = which;
+        j.dst = direct ? g : arena_calloc(c->arena, ny * 4);
+        if (!j.dst) return addc_error_status();
+        parallel_for(rows, grain, bin_bwd_rows, &j);
         if (!direct) {
-            st = reduce_sum_to_accum(c, g, tx->ndim, tx->shape, tmp, ty->ndim, ty->shape);
+            st = reduce_sum_to_accum(c, g, tx->ndim, tx->shape, j.dst, ty->ndim, ty->shape);
             arena_reset_to(c->arena, mark);
             if (st) return st;
         }
@@ -200,13 +237,23 @@ static Status scale_fwd(Ctx *c, Node *n) {
     return ADDC_OK;
 }
 
+typedef struct {
+    float *gx;
+    const float *dy;
+    float alpha;
+} ScaleBwdJob;
+
+static void scale_bwd_range(void *ctx, int64_t b, int64_t e) {
+    ScaleBwdJob *j = ctx;
+    for (int64_t i = b; i < e; i++) j->gx[i] += j->alpha * j->dy[i];
+}
+
 static Status scale_bwd(Ctx *c, Node *n) {
     Status st = ADDC_OK;
     float *gx = ops_in_grad(c, n, 0, &st);
     if (!gx) return st;
-    const float *dy = n->out->g.data;
-    float al = (float)n->fp[0];
-    for (int64_t i = 0, m = tensor_numel(&n->out->v); i < m; i++) gx[i] += al * dy[i];
+    ScaleBwdJob j = {gx, n->out->g.data, (float)n->fp[0]};
+    parallel_for(tensor_numel(&n->out->v), 1 << 15, scale_bwd_range, &j);
     return ADDC_OK;
 }
 
