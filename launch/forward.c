@@ -14,7 +14,6 @@
 
 #define FORWARD_MAX_OVERRIDES 32
 #define FORWARD_MAX_CAPTIONS 256
-#define FORWARD_VOCAB "configs/tokenizer/bpe_simple_vocab_16e6.txt.gz"
 
 static void forward_usage(FILE *f) {
     fprintf(f,
@@ -70,7 +69,7 @@ static void forward_usage(FILE *f) {
             "        or --caption TEXT, repeated: one row each, tokenised by the CLIP BPE in C to\n"
             "           max_position_embeddings ids, padded with the config's pad_token;\n"
             "           --tokenizer FILE: bpe_simple_vocab_16e6.txt.gz or a merges.txt (default:\n"
-            "           " FORWARD_VOCAB " under the working directory or the addc checkout);\n"
+            "           " CLI_DEFAULT_VOCAB " under the working directory or the addc checkout);\n"
             "           --clean hf (default: transformers' CLIPTokenizer, as diffusers' SDXL pipelines run it for\n"
             "           both encoders) or open_clip (its ftfy and HTML cleaning)\n"
             "      out  last_hidden_state (B, T, D), hidden_states[-2] (B, T, D) (SDXL's context),\n"
@@ -175,26 +174,6 @@ static int forward_parse(int argc, char **argv, ForwardArgs *a) {
     return 0;
 }
 
-/* the vocabulary: --tokenizer, else FORWARD_VOCAB under the working directory or the checkout
- * the addc binary was built in (its build directory's parent) */
-static Status tokenizer_open(const char *given, ClipTokenizer *t) {
-    if (given) return clip_tokenizer_load(t, given);
-    if (access(FORWARD_VOCAB, R_OK) == 0) return clip_tokenizer_load(t, FORWARD_VOCAB);
-    char self[1024], path[1200];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = 0;
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            *slash = 0;
-            snprintf(path, sizeof path, "%s/../" FORWARD_VOCAB, self);
-            if (access(path, R_OK) == 0) return clip_tokenizer_load(t, path);
-        }
-    }
-    return addc_error_set(ADDC_ERR_IO, "cannot find the CLIP vocabulary " FORWARD_VOCAB
-                                       " here or in the addc checkout: give it with --tokenizer FILE");
-}
-
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -241,7 +220,7 @@ int cmd_forward(int argc, char **argv) {
     }
     if (st == ADDC_OK && a.n_captions) {
         failed = "--tokenizer";
-        st = tokenizer_open(a.tokenizer, &tok);
+        st = cli_tokenizer_open(a.tokenizer, &tok);
         have_tok = st == ADDC_OK;
     }
     double t0 = now_s(), t1 = t0;

@@ -24,7 +24,6 @@
 
 #define SAMPLE_MAX_PROMPTS 4096
 #define SAMPLE_MAX_OVERRIDES 32
-#define SAMPLE_VOCAB "configs/tokenizer/bpe_simple_vocab_16e6.txt.gz"
 
 static void sample_usage(FILE *f) {
     fprintf(f,
@@ -52,7 +51,7 @@ static void sample_usage(FILE *f) {
             "  --prompt TEXT        repeatable; --prompts FILE: one prompt per non-empty line\n"
             "  --text-encoder, --text-weights   a CLIP text model YAML and weights (none: random keyed by --text-seed,\n"
             "                       default 0, as addc train's text.encoder.init_seed); tokenised with the CLIP BPE\n"
-            "                       (--tokenizer, default " SAMPLE_VOCAB "), --clean hf (default) or open_clip;\n"
+            "                       (--tokenizer, default " CLI_DEFAULT_VOCAB "), --clean hf (default) or open_clip;\n"
             "                       the context is hidden_states[-2] (--text-layer penultimate, default) or the final\n"
             "                       layer; SDXL's pooled vector is the projected end-of-text row.\n"
             "  --embeddings FILE    precomputed conditioning instead: encoder_hidden_states (P, T, D) and, for a\n"
@@ -221,24 +220,6 @@ typedef struct Sampling {
 static Status model_weights(Model *m, const char *path, const char *what, uint64_t seed) {
     Status st = strcmp(path, "none") ? forward_weights_load(m, path, NULL, NULL) : forward_weights_random(m, seed);
     return st == ADDC_OK ? st : addc_error_context(st, "%s %s", what, path);
-}
-
-static Status tokenizer_open(const char *given, ClipTokenizer *t) {
-    if (given) return clip_tokenizer_load(t, given);
-    if (access(SAMPLE_VOCAB, R_OK) == 0) return clip_tokenizer_load(t, SAMPLE_VOCAB);
-    char self[1024], path[1200];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = 0;
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            *slash = 0;
-            snprintf(path, sizeof path, "%s/../" SAMPLE_VOCAB, self);
-            if (access(path, R_OK) == 0) return clip_tokenizer_load(t, path);
-        }
-    }
-    return addc_error_set(ADDC_ERR_IO, "cannot find the CLIP vocabulary " SAMPLE_VOCAB
-                                       " here or in the addc checkout: give it with --tokenizer FILE");
 }
 
 static Status prompts_read(Sampling *s) {
@@ -446,7 +427,7 @@ static Status setup(Sampling *s) {
         if (s->text.kind != MODEL_CLIP_TEXT)
             return addc_error_set(ADDC_ERR_INVALID, "--text-encoder %s is a %s", a->text_encoder, s->text.class_name);
         TRY(model_weights(&s->text, a->text_weights, "--text-weights", a->text_seed));
-        TRY(tokenizer_open(a->tokenizer, &s->tok));
+        TRY(cli_tokenizer_open(a->tokenizer, &s->tok));
         s->has_tok = true;
         s->pad_id = clip_tokenizer_token_id(&s->tok, s->text.net.clip.cfg.pad_token);
         if (s->pad_id < 0)

@@ -1,0 +1,24 @@
+/* launch/cli: small helpers the subcommands share. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "launch/cli.h"
+
+Status cli_tokenizer_open(const char *given, ClipTokenizer *t) {
+    if (given) return clip_tokenizer_load(t, given);
+    if (access(CLI_DEFAULT_VOCAB, R_OK) == 0) return clip_tokenizer_load(t, CLI_DEFAULT_VOCAB);
+    char self[1024], path[1200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(path, sizeof path, "%s/../" CLI_DEFAULT_VOCAB, self);
+            if (access(path, R_OK) == 0) return clip_tokenizer_load(t, path);
+        }
+    }
+    return addc_error_set(ADDC_ERR_IO, "cannot find the CLIP vocabulary " CLI_DEFAULT_VOCAB
+                                       " here or in the addc checkout: give it with --tokenizer FILE");
+}
