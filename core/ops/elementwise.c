@@ -31,19 +31,27 @@ static inline float bin_apply(int kind, float x, float z) {
     }
 }
 
+/* element offsets into a and b of the first element of output row r (rows of the
+ * innermost output dim) */
+static inline void bc_row_offsets(const Broadcast *bc, int64_t r, int64_t *oa, int64_t *ob) {
+    int64_t rem = r;
+    *oa = *ob = 0;
+    for (int d = BC_DIMS - 2; d >= 0; d--) {
+        int64_t i = rem % bc->out[d];
+        rem /= bc->out[d];
+        *oa += i * bc->sa[d];
+        *ob += i * bc->sb[d];
+    }
+}
+
 /* rows of the innermost output dim in [r0, r1) */
 static void bin_rows(void *ctx, int64_t r0, int64_t r1) {
     BinJob *j = ctx;
     const Broadcast *bc = &j->bc;
     int64_t inner = j->inner, sai = bc->sa[BC_DIMS - 1], sbi = bc->sb[BC_DIMS - 1];
     for (int64_t r = r0; r < r1; r++) {
-        int64_t rem = r, oa = 0, ob = 0;
-        for (int d = BC_DIMS - 2; d >= 0; d--) {
-            int64_t i = rem % bc->out[d];
-            rem /= bc->out[d];
-            oa += i * bc->sa[d];
-            ob += i * bc->sb[d];
-        }
+        int64_t oa, ob;
+        bc_row_offsets(bc, r, &oa, &ob);
         const float *pa = j->a + oa, *pb = j->b + ob;
         float *py = j->y + r * inner;
         if (sai && sbi) {
@@ -108,13 +116,8 @@ static void bin_bwd_rows(void *ctx, int64_t r0, int64_t r1) {
     const Broadcast *bc = &j->bc;
     int64_t inner = j->inner, sai = bc->sa[BC_DIMS - 1], sbi = bc->sb[BC_DIMS - 1];
     for (int64_t r = r0; r < r1; r++) {
-        int64_t rem = r, oa = 0, ob = 0;
-        for (int d = BC_DIMS - 2; d >= 0; d--) {
-            int64_t i = rem % bc->out[d];
-            rem /= bc->out[d];
-            oa += i * bc->sa[d];
-            ob += i * bc->sb[d];
-        }
+        int64_t oa, ob;
+        bc_row_offsets(bc, r, &oa, &ob);
         const float *pa = j->a + oa, *pb = j->b + ob, *dy = j->dy + r * inner;
         float *o = j->dst + r * inner;
         switch (j->kind * 2 + j->which) {
