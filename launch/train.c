@@ -268,6 +268,10 @@ static Status train_run(Trainer *t, RunDir *rd) {
             char f[64];
             snprintf(f, sizeof f, "student-step-%07lld.safetensors", (long long)t->step);
             TRY(save_student(t, rd, f, false));
+            if (t->ema) {
+                snprintf(f, sizeof f, "student_ema-step-%07lld.safetensors", (long long)t->step);
+                TRY(save_student(t, rd, f, true));
+            }
         }
     }
     TRY(save_student(t, rd, "student.safetensors", false));
@@ -296,7 +300,8 @@ static void train_usage(FILE *f) {
             "  config.yaml                 the merged config, every default written out (addc train reads it back)\n"
             "  command.txt                 this command line\n"
             "  metrics.jsonl               one JSON object per step (losses, lr, grad norms, img/s), a final summary\n"
-            "  student-step-N.safetensors  the student every save_every steps (diffusers layout)\n"
+            "  student-step-N.safetensors  the student every save_every steps (diffusers layout), and\n"
+            "  student_ema-step-N.safetensors its EMA with ema_decay > 0\n"
             "  student.safetensors         the student at the end; student_ema.safetensors with ema_decay > 0\n"
             "A progress line (step, losses, lr, grad norm, img/s, ETA) is printed every log_every steps.\n"
             "\n"

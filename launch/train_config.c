@@ -5,7 +5,7 @@
 
 #include "nn/latent.h"
 
-const char *const train_mode_names[TRAIN_MODE_COUNT] = {"add", "diffusion"};
+const char *const train_mode_names[TRAIN_MODE_COUNT] = {"add", "diffusion", "classify"};
 static const char *const student_init_names[] = {"teacher", "weights", "random"};
 static const char *const text_source_names[] = {"none", "encoder"};
 static const char *const text_layer_names[] = {"penultimate", "last"};
@@ -48,6 +48,7 @@ static const ConfigField data_fields[] = {
     CONFIG_INT(TrainDataConfig, threads, "2", 0, 256, "decode threads (0: online CPUs)"),
     CONFIG_BOOL(TrainDataConfig, flip, "false", "random horizontal flips"),
     CONFIG_BOOL(TrainDataConfig, fixed_batch, "false", "train on the first batch every step (overfitting checks)"),
+    CONFIG_STRING(TrainDataConfig, label_field, "label", "json number with the class (classify mode, eval)"),
 };
 static const ConfigSchema data_schema = CONFIG_SCHEMA("data", data_fields);
 
@@ -64,8 +65,35 @@ static const ConfigSchema opt_g_schema = CONFIG_SCHEMA("opt_g", opt_g_fields);
 static const ConfigField opt_d_fields[] = {OPTIM_FIELDS("1e-4", "0", "0.99")};
 static const ConfigSchema opt_d_schema = CONFIG_SCHEMA("opt_d", opt_d_fields);
 
+static const char *const sampler_names[] = {"add", "euler_a", "ddim", "euler"}; /* SamplerKind order */
+
+static const ConfigField sample_fields[] = {
+    CONFIG_INT(TrainSampleConfig, every, "0", 0, INT64_MAX, "a sample grid every N steps (and at the end); 0 = never"),
+    CONFIG_LIST(TrainSampleConfig, prompts, n_prompts, CONFIG_TYPE_STRING, "[]", "grid rows: one prompt each"),
+    CONFIG_INT(TrainSampleConfig, per_prompt, "4", 1, 64, "images per prompt and sampler"),
+    CONFIG_INT(TrainSampleConfig, seed, "1234", 0, INT64_MAX, "noise seed of the grid (fixed across steps)"),
+    CONFIG_LIST(TrainSampleConfig, student_steps, n_student_steps, CONFIG_TYPE_INT, "[1, 4]",
+                "ADD-sampler steps of the student blocks"),
+    CONFIG_ENUM(TrainSampleConfig, teacher_sampler, "ddim", sampler_names, "sampler of the teacher block"),
+    CONFIG_INT(TrainSampleConfig, teacher_steps, "50", 0, 1000, "teacher block steps; 0 = no teacher block"),
+    CONFIG_FLOAT(TrainSampleConfig, teacher_cfg, "1", "teacher block classifier-free guidance (1 = off)"),
+};
+static const ConfigSchema sample_schema = CONFIG_SCHEMA("sample", sample_fields);
+
+static const ConfigField eval_fields[] = {
+    CONFIG_STRING(TrainEvalConfig, shards, "", "real labelled images (the test split)"),
+    CONFIG_STRUCT(TrainEvalConfig, net, model_schema, "the evaluation classifier (never used in training)"),
+    CONFIG_LIST(TrainEvalConfig, prompts, n_prompts, CONFIG_TYPE_STRING, "[]", "one caption per class, label order"),
+    CONFIG_INT(TrainEvalConfig, per_class, "100", 1, 1 << 20, "generated images per class"),
+    CONFIG_INT(TrainEvalConfig, real_max, "0", 0, INT64_MAX, "real images read (0: all)"),
+    CONFIG_INT(TrainEvalConfig, batch, "100", 1, 1 << 16, "images per network call"),
+    CONFIG_INT(TrainEvalConfig, seed, "777", 0, INT64_MAX, "noise seed of the generated images"),
+};
+static const ConfigSchema eval_schema = CONFIG_SCHEMA("eval", eval_fields);
+
 static const ConfigField train_fields[] = {
-    CONFIG_ENUM(TrainConfig, mode, "add", train_mode_names, "add (distillation) or diffusion (teacher training)"),
+    CONFIG_ENUM(TrainConfig, mode, "add", train_mode_names,
+                "add (distillation), diffusion (teacher training) or classify (feature / evaluation networks)"),
     CONFIG_INT(TrainConfig, seed, "0", 0, INT64_MAX, "seed of every draw of the run (core/rng.h)"),
     CONFIG_INT(TrainConfig, steps, "1000", 1, INT64_MAX, "optimizer steps"),
     CONFIG_INT(TrainConfig, batch, "8", 1, 1 << 20, "images per step"),
@@ -84,6 +112,9 @@ static const ConfigField train_fields[] = {
     CONFIG_STRUCT(TrainConfig, text, text_schema, "text conditioning"),
     CONFIG_STRUCT(TrainConfig, opt_g, opt_g_schema, "optimizer of the student"),
     CONFIG_STRUCT(TrainConfig, opt_d, opt_d_schema, "optimizer of the discriminator heads"),
+    CONFIG_INT(TrainConfig, classes, "10", 2, 1 << 20, "classify mode: classes of the labels"),
+    CONFIG_STRUCT(TrainConfig, sample, sample_schema, "sample grids in the run directory"),
+    CONFIG_STRUCT(TrainConfig, eval, eval_schema, "what addc eval measures"),
     CONFIG_FLOAT(TrainConfig, ema_decay, "0", "EMA decay of the student (0 = no EMA)"),
     CONFIG_FLOAT(TrainConfig, adv_weight, "1", "weight of L_adv^G in the student loss (0: distillation only)"),
     CONFIG_STRUCT(TrainConfig, loss, add_loss_config_schema, "the ADD objective and the diffusion loss"),

@@ -4,7 +4,8 @@
  *
  * Roles (each a model YAML from configs/models/, optional weights, and overrides of the model
  * file's own fields):
- *   student        the network trained: the ADD student, or in diffusion mode the teacher-to-be
+ *   student        the network trained: the ADD student, in diffusion mode the teacher-to-be, in
+ *                  classify mode a classifier (a DINOv2 or convnet model with num_labels)
  *   teacher        ADD only: frozen, no tape; the student starts from its weights (student_init)
  *   codec          image <-> latent: a VAE, the toy's pixel unshuffle or none (nn/latent.h)
  *   text           tokenizer + frozen CLIP text encoder: the UNet's context (penultimate or last
@@ -27,8 +28,10 @@
 #define TRAIN_PATH_MAX 512
 #define TRAIN_MAX_MODEL_OVERRIDES 8
 #define TRAIN_OVERRIDE_MAX 128
+#define TRAIN_MAX_PROMPTS 16
+#define TRAIN_PROMPT_MAX 160
 
-typedef enum TrainMode { TRAIN_MODE_ADD = 0, TRAIN_MODE_DIFFUSION, TRAIN_MODE_COUNT } TrainMode;
+typedef enum TrainMode { TRAIN_MODE_ADD = 0, TRAIN_MODE_DIFFUSION, TRAIN_MODE_CLASSIFY, TRAIN_MODE_COUNT } TrainMode;
 typedef enum StudentInit { STUDENT_INIT_TEACHER = 0, STUDENT_INIT_WEIGHTS, STUDENT_INIT_RANDOM } StudentInit;
 typedef enum TextSource { TEXT_SOURCE_NONE = 0, TEXT_SOURCE_ENCODER } TextSource;
 typedef enum TextLayer { TEXT_LAYER_PENULTIMATE = 0, TEXT_LAYER_LAST } TextLayer;
@@ -65,6 +68,7 @@ typedef struct TrainDataConfig {
     int64_t shuffle, threads;
     bool flip;
     bool fixed_batch;            /* train on the first batch every step (overfitting checks) */
+    char label_field[64];        /* json number holding the class: classify mode and eval's real images */
 } TrainDataConfig;
 
 typedef struct TrainOptimConfig {
@@ -72,6 +76,34 @@ typedef struct TrainOptimConfig {
     int64_t warmup;   /* linear warmup steps from lr/warmup to lr */
     double grad_clip; /* global norm; 0 = off */
 } TrainOptimConfig;
+
+/* Sample grids written into the run directory during training: one row per prompt, the student's
+ * ADD samples beside the teacher's (fixed seeds, so grids of different steps compare). */
+typedef struct TrainSampleConfig {
+    int64_t every; /* steps; 0 = never */
+    char prompts[TRAIN_MAX_PROMPTS][TRAIN_PROMPT_MAX];
+    int32_t n_prompts;
+    int64_t per_prompt;      /* images per prompt and sampler */
+    int64_t seed;
+    int64_t student_steps[4]; /* ADD sampler steps, one grid block each */
+    int32_t n_student_steps;
+    int32_t teacher_sampler;  /* SamplerKind; the teacher block (diffusion mode: the student itself) */
+    int64_t teacher_steps;    /* 0: no teacher block */
+    double teacher_cfg;
+} TrainSampleConfig;
+
+/* What `addc eval` measures: generated images of every class prompt against real labelled images,
+ * in the feature space of an evaluation classifier that training never sees. */
+typedef struct TrainEvalConfig {
+    char shards[TRAIN_PATH_MAX];  /* real labelled images (the test split); labels from data.label_field */
+    TrainModelConfig net;         /* the evaluation classifier (configs/models/, weights) */
+    char prompts[TRAIN_MAX_PROMPTS][TRAIN_PROMPT_MAX]; /* one caption per class, in label order */
+    int32_t n_prompts;
+    int64_t per_class;            /* generated images per class */
+    int64_t real_max;             /* real images read (0: all) */
+    int64_t batch;                /* images per network call */
+    int64_t seed;                 /* noise seed of the generated images */
+} TrainEvalConfig;
 
 typedef struct TrainConfig {
     int32_t mode; /* TrainMode */
@@ -84,6 +116,9 @@ typedef struct TrainConfig {
     TrainCodecConfig codec;
     TrainTextConfig text;
     TrainOptimConfig opt_g, opt_d;
+    int64_t classes;  /* classify mode: the student's classes (labels 0 .. classes-1) */
+    TrainSampleConfig sample;
+    TrainEvalConfig eval;
     double ema_decay; /* EMA of the student; 0 = off */
     double adv_weight; /* L_G = adv_weight L_adv^G + lambda L_distill: 0 for the distillation-only ablation */
     AddLossConfig loss;
