@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/ops.h"
+#include "core/profile.h"
 
 #define REGION_MAX_DEPTH 16
 
@@ -176,7 +177,9 @@ Var *op_exec(Ctx *c, Node *n, DType out_dt, int32_t out_ndim, const int64_t *out
             addc_error_set(ADDC_ERR_UNSUPPORTED, "op %s has no %s kernel", op_name(n->op), be->name);
             return NULL;
         }
+        double t0 = profile_enabled() ? profile_now() : 0;
         Status st = impl->fwd(c, n);
+        if (t0 > 0) profile_add(n, false, profile_now() - t0);
         if (st != ADDC_OK) {
             addc_error_context(st, "%s forward", op_name(n->op));
             return NULL;
@@ -298,7 +301,9 @@ static Status backward_walk(Ctx *c, Tape *t, int32_t from) {
                                 be->name);
             break;
         }
+        double t0 = profile_enabled() ? profile_now() : 0;
         st = impl->bwd(c, (Node *)n);
+        if (t0 > 0) profile_add(n, true, profile_now() - t0);
         if (st != ADDC_OK) addc_error_context(st, "%s backward", op_name(n->op));
         n->out->g.data = NULL; /* consumed: a later backward on this tape starts from zero */
     }

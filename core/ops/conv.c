@@ -24,8 +24,8 @@
 #include "core/ops/cpu_impls.h"
 #include "core/ops/ops_internal.h"
 
-/* im2col chunks: at most this many floats of scratch (and at least 256 rows) */
-#define IM2COL_SCRATCH_FLOATS (1 << 23)
+/* im2col chunks: about this many floats of scratch (1 MiB: cache-sized; at least 256 rows) */
+#define IM2COL_SCRATCH_FLOATS (1 << 18)
 /* stride 1 runs on the padded grid while it computes at most this many rows per output
  * (the grid's extra columns and rows between images); smaller images use im2col, whose
  * copy costs less than the wasted products there */
@@ -360,13 +360,40 @@ static void col2im_blocks(void *ctx, int64_t a, int64_t e) {
     }
 }
 
-/* rows per im2col chunk: within the scratch bound (at least 256), chunks of equal size */
+/* rows per im2col chunk: about IM2COL_SCRATCH_FLOATS of scratch (at least 256 rows), so that the
+ * chunk is still in cache when the sgemm reads it (or col2im reads the sgemm's result). When an
+ * image's outputs fit, a chunk is whole images, which lets col2im run images in parallel. */
 static int64_t col_chunk_rows(const ColConv *p) {
-    int64_t M = p->B * p->OH * p->OW, rows = IM2COL_SCRATCH_FLOATS / (p->Kd > 0 ? p->Kd : 1);
+    int64_t M = p->B * p->OH * p->OW, img = p->OH * p->OW, rows = IM2COL_SCRATCH_FLOATS / (p->Kd > 0 ? p->Kd : 1);
     if (rows < 256) rows = 256;
     if (M <= rows) return M > 0 ? M : 1;
+    if (img > 0 && img <= rows) return rows / img * img;
     int64_t n = (M + rows - 1) / rows;
     return (M + n - 1) / n;
+}
+
+/* dx += col2im(col) for the whole images [a, e) of the chunk (chunks of whole images): an
+ * image's patches only reach that image, so images are independent and each adds all its
+ * channels in a fixed order */
+static void col2im_images(void *ctx, int64_t a, int64_t e) {
+    ColJob *j = ctx;
+    const ColConv *p = j->p;
+    int64_t Cin = p->Cin, img = p->OH * p->OW;
+    for (int64_t r = a * img; r < e * img; r++) {
+        int64_t g = j->r0 + r, ow = g % p->OW, oh = (g / p->OW) % p->OH, b = g / img;
+        const float *src = j->col + r * p->Kd;
+        for (int64_t kh = 0; kh < p->KH; kh++) {
+            int64_t ih = oh * p->stride - p->pad + kh;
+            if (ih < 0 || ih >= p->H) continue;
+            for (int64_t kw = 0; kw < p->KW; kw++) {
+                int64_t iw = ow * p->stride - p->pad + kw;
+                if (iw < 0 || iw >= p->W) continue;
+                float *d = j->dx + ((b * p->H + ih) * p->W + iw) * Cin;
+                const float *sp = src + (kh * p->KW + kw) * Cin;
+                for (int64_t k = 0; k < Cin; k++) d[k] += sp[k];
+            }
+        }
+    }
 }
 
 static Status col_forward(Ctx *c, const ColConv *p, const float *x, const float *w, const float *bias, float *y) {
@@ -457,7 +484,11 @@ static Status col_backward(Ctx *c, const ColConv *p, const float *dy, const floa
         }
         if (dx) {
             gemm(false, false, nr, p->Kd, p->Cout, dyc, p->Cout, w, p->Kd, 0.0f, col, p->Kd);
-            parallel_for((p->Cin + COL2IM_CH_BLOCK - 1) / COL2IM_CH_BLOCK, 1, col2im_blocks, &j);
+            int64_t img = p->OH * p->OW;
+            if (img > 0 && r0 % img == 0 && nr % img == 0)
+                parallel_for(nr / img, 1, col2im_images, &j);
+            else
+                parallel_for((p->Cin + COL2IM_CH_BLOCK - 1) / COL2IM_CH_BLOCK, 1, col2im_blocks, &j);
         }
     }
     arena_reset_to(c->arena, mark);

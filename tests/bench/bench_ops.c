@@ -35,6 +35,9 @@ static const BenchCase cases[] = {
     {BENCH_CONV2D, "2x64x64x320->320", 2, 64, 64, 320, 320, 0},
     {BENCH_CONV2D, "2x32x32x640->640", 2, 32, 32, 640, 640, 0},
     {BENCH_CONV2D, "2x16x16x1280->1280", 2, 16, 16, 1280, 1280, 0},
+    /* the Fashion-MNIST toy (configs/models/toy_unet.yaml, batch 64): small maps, few channels */
+    {BENCH_CONV2D, "64x16x16x32->32", 64, 16, 16, 32, 32, 0},
+    {BENCH_CONV2D, "64x8x8x48->48", 64, 8, 8, 48, 48, 0},
     {BENCH_ATTENTION, "B2.NH5.4096x4096.Dh64", 2, 5, 4096, 4096, 64, 0},
     {BENCH_ATTENTION, "B2.NH5.4096x77.Dh64", 2, 5, 4096, 77, 64, 0},
     {BENCH_ATTENTION, "B2.NH10.1024x1024.Dh64", 2, 10, 1024, 1024, 64, 0},

@@ -53,6 +53,10 @@ static void test_conv2d_ops(void) {
     run_conv2d("conv2d (1,16,16,64)->64 k3 s1 p1", (C2Case){1, 16, 16, 64, 64, 3, 3, 1, 1, true}, 3);
     run_conv2d("conv2d (1,32,32,64)->64 k3 s1 p1", (C2Case){1, 32, 32, 64, 64, 3, 3, 1, 1, true}, 2);
     run_conv2d("conv2d (1,16,16,64)->64 k3 s2 p1", (C2Case){1, 16, 16, 64, 64, 3, 3, 2, 1, true}, 3);
+    /* im2col chunks of about 1 MiB: several chunks of whole images (col2im by image), and
+     * images larger than a chunk (col2im by channel block, chunks starting mid-image) */
+    run_conv2d("conv2d chunks of images (9,8,8,64)->3", (C2Case){9, 8, 8, 64, 3, 3, 3, 1, 1, true}, 64);
+    run_conv2d("conv2d chunks mid-image (3,16,16,128)->2", (C2Case){3, 16, 16, 128, 2, 3, 3, 1, 1, false}, 64);
 }
 
 typedef struct {
