@@ -65,6 +65,8 @@ typedef enum OpKind {
     OP_EMBEDDING,
     /* spectral.c */
     OP_SPECTRAL_NORM,
+    /* xent.c */
+    OP_CROSS_ENTROPY,
     OP_COUNT
 } OpKind;
 
@@ -201,6 +203,12 @@ Var *op_embedding(Ctx *c, Var *ids, Var *table);
  * `update` (training), then sigma = u . (W v) and the result is w / sigma. Gradient flows
  * to w through sigma with u, v held constant. */
 Var *op_spectral_norm(Ctx *c, Var *w, Tensor *u, Tensor *v, int n_iter, double eps, bool update);
+
+/* ---- xent.c ---- */
+/* Mean over the batch of -log softmax(logits)[b, labels[b]]: logits (B, K) f32, labels (B) in
+ * [0, K), copied into the node -> shape (). Max-subtracted log-sum-exp in double. Gradient
+ * g * (softmax - onehot) / B into logits. A label outside [0, K) is refused (row and value named). */
+Var *op_cross_entropy(Ctx *c, Var *logits, const int32_t *labels);
 
 /* ---- optim.c: updates on flat f32 buffers (not tape ops) ---- */
 typedef struct AdamWConfig {

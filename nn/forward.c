@@ -305,7 +305,21 @@ static Status fwd_vit(Fwd *f, const Dinov2 *m) {
         if (j >= 0 && cfg->tap_blocks[j] == cfg->num_hidden_layers - 1)
             TRY(fwd_out(f, "last_hidden_state", layer_norm_forward(f->c, &m->layernorm, out.taps[k]), false));
     }
-    return fwd_out(f, "pooler_output", out.cls, false);
+    TRY(fwd_out(f, "pooler_output", out.cls, false));
+    return cfg->num_labels ? fwd_out(f, "logits", dinov2_classifier_forward(f->c, m, out.cls), false) : ADDC_OK;
+}
+
+static Status fwd_convnet(Fwd *f, const ConvNet *m) {
+    char doc[64];
+    snprintf(doc, sizeof doc, "(B, %lld, H, W)", (long long)m->cfg.in_channels);
+    snprintf(f->expected, sizeof f->expected, "image %s in [-1, 1]", doc);
+    int64_t w[4] = {FWD_BATCH, m->cfg.in_channels, FWD_ANY, FWD_ANY};
+    Var *x = fwd_float(f, "image", doc, true, 4, w);
+    if (!x) return addc_error_status();
+    Var *features, *logits;
+    TRY(convnet_forward(f->c, m, x, &features, &logits));
+    TRY(fwd_out(f, "features", features, false));
+    return fwd_out(f, "logits", logits, false);
 }
 
 /* every id inside the embedding table */
@@ -469,6 +483,7 @@ Status forward_weights_load(Model *m, const char *path, const WeightsLoadOptions
     case MODEL_DINOV2: return dinov2_load(&m->net.vit, &m->params, path, opt, rep);
     case MODEL_CLIP_TEXT: return clip_text_load(&m->net.clip, &m->params, path, NULL, opt, rep);
     case MODEL_DISC_HEADS: return disc_heads_load(&m->net.disc, &m->params, &m->state, path, NULL, opt);
+    case MODEL_CONVNET: return convnet_load(&m->net.convnet, &m->params, path, opt, rep);
     default: return addc_error_set(ADDC_ERR_INVALID, "forward: model kind %d", (int)m->kind);
     }
 }
@@ -501,6 +516,7 @@ Status forward_run(Model *m, const SafeTensors *in, const ForwardOptions *o, For
     case MODEL_DINOV2: st = fwd_vit(&f, &m->net.vit); break;
     case MODEL_CLIP_TEXT: st = fwd_clip(&f, &m->net.clip, o); break;
     case MODEL_DISC_HEADS: st = fwd_heads(&f, m, o); break;
+    case MODEL_CONVNET: st = fwd_convnet(&f, &m->net.convnet); break;
     default: st = addc_error_set(ADDC_ERR_INVALID, "forward: model kind %d", (int)m->kind);
     }
     model_set_checkpointing(m, false);

@@ -24,7 +24,7 @@
  *                         out  hidden_states[i] (B, 1 + N, D) for each tap (i = 0 the patch
  *                              embedding, b + 1 block b: transformers' output_hidden_states
  *                              indices), pooler_output (B, D), last_hidden_state when the last
- *                              block is tapped
+ *                              block is tapped; logits (B, num_labels) with addc's classifier
  *   CLIPTextModel[WithProjection]
  *                         in   input_ids (B, T), or captions tokenised by ForwardOptions
  *                         out  last_hidden_state, hidden_states[-2] (B, T, D), pooler_output (B, D)
@@ -35,7 +35,9 @@
  *                              conditioned: c (B, c_dim) or c_text and c_img (concatenated, text
  *                              first: ADD's ViT-g-14 text embedding and DINOv2 ViT-L CLS)
  *                         out  logits.k (B, N); with heads_train the spectral-norm vectors after
- *                              the power iteration, under their state-dict names */
+ *                              the power iteration, under their state-dict names
+ *   ConvNet               in   image (B, in_channels, H, W) in [-1, 1]
+ *                         out  features (B, widths[-1]), logits (B, num_labels) */
 #ifndef ADDC_NN_FORWARD_H
 #define ADDC_NN_FORWARD_H
 

@@ -16,7 +16,7 @@
 
 const char *model_kind_name(ModelKind k) {
     static const char *const names[MODEL_KIND_COUNT] = {"UNet2DConditionModel", "AutoencoderKL", "Dinov2Model",
-                                                        "CLIPTextModel", "DiscHeads"};
+                                                        "CLIPTextModel", "DiscHeads", "ConvNet"};
     return k >= 0 && k < MODEL_KIND_COUNT ? names[k] : "?";
 }
 
@@ -96,18 +96,19 @@ Status model_kind_detect(const char *path, ModelKind *kind) {
     else if (!strcmp(k.class_name, "AutoencoderKL")) *kind = MODEL_VAE;
     else if (!strcmp(k.model_type, "dinov2")) *kind = MODEL_DINOV2;
     else if (!strcmp(k.model_type, "clip_text_model")) *kind = MODEL_CLIP_TEXT;
+    else if (!strcmp(k.model_type, "convnet")) *kind = MODEL_CONVNET;
     else if (!k.class_name[0] && !k.model_type[0] && k.n_heads) *kind = MODEL_DISC_HEADS;
     else if (k.class_name[0] || k.model_type[0])
         return addc_error_set(ADDC_ERR_UNSUPPORTED,
                               "%s: %s '%s' is not a network addc builds (UNet2DConditionModel, AutoencoderKL, "
-                              "model_type dinov2 or clip_text_model)",
+                              "model_type dinov2, clip_text_model or convnet)",
                               path, k.class_name[0] ? "_class_name" : "model_type",
                               k.class_name[0] ? k.class_name : k.model_type);
     else
         return addc_error_set(ADDC_ERR_FORMAT,
                               "%s: cannot tell which network this is: a model YAML names it with `_class_name: "
-                              "UNet2DConditionModel` or `AutoencoderKL`, `model_type: dinov2` or `clip_text_model`, "
-                              "or is the discriminator heads' (`n_heads: ...`); see configs/models/",
+                              "UNet2DConditionModel` or `AutoencoderKL`, `model_type: dinov2`, `clip_text_model` or "
+                              "`convnet`, or is the discriminator heads' (`n_heads: ...`); see configs/models/",
                               path);
     return ADDC_OK;
 }
@@ -148,6 +149,12 @@ static Status model_build_net(Model *m, const char *path, const char *const *ov,
         m->built = true;
         return disc_heads_init(&m->net.disc, &cfg, &m->params, &m->state);
     }
+    case MODEL_CONVNET: {
+        ConvNetConfig cfg;
+        TRY(convnet_config_load(&cfg, path, ov, nov));
+        m->built = true;
+        return convnet_init(&m->net.convnet, &cfg, &m->params);
+    }
     default: return addc_error_set(ADDC_ERR_INVALID, "model: kind %d", (int)m->kind);
     }
 }
@@ -172,6 +179,7 @@ void model_free(Model *m) {
         case MODEL_VAE: vae_free(&m->net.vae); break;
         case MODEL_DINOV2: dinov2_free(&m->net.vit); break;
         case MODEL_CLIP_TEXT: clip_text_free(&m->net.clip); break;
+        case MODEL_CONVNET: convnet_free(&m->net.convnet); break;
         default: break;
         }
     }
@@ -186,6 +194,7 @@ void model_set_checkpointing(Model *m, bool on) {
     case MODEL_VAE: m->net.vae.gradient_checkpointing = on; break;
     case MODEL_DINOV2: m->net.vit.gradient_checkpointing = on; break;
     case MODEL_CLIP_TEXT: m->net.clip.gradient_checkpointing = on; break;
+    case MODEL_CONVNET: m->net.convnet.gradient_checkpointing = on; break;
     default: break;
     }
 }
@@ -259,6 +268,11 @@ static Status probe_dims(const Model *m, const ModelInput *in, ProbeDims *d) {
         if (sized) return addc_error_set(ADDC_ERR_INVALID, "the heads take feature tokens, not an image size");
         if (d->T <= 0) d->T = MODEL_DISC_TOKENS;
         return ADDC_OK;
+    case MODEL_CONVNET:
+        if (sized && !in->pixels)
+            return addc_error_set(ADDC_ERR_INVALID, "a convnet classifier has no latent: give its input size in pixels");
+        if (!sized) d->H = d->W = m->net.convnet.cfg.image_size;
+        return ADDC_OK;
     default: return addc_error_set(ADDC_ERR_INVALID, "model: kind %d", (int)m->kind);
     }
 }
@@ -295,10 +309,20 @@ static Status probe_run(Ctx *c, Model *m, int k, const ProbeDims *d, char *desc,
     }
     case MODEL_DINOV2: {
         const Dinov2 *v = &m->net.vit;
-        snprintf(desc, cap, "pixels (%lld, %lld, %lld, %lld): %lld patch tokens + CLS, every block and the final norm",
-                 B, H, W, (long long)v->cfg.num_channels, (H / v->cfg.patch_size) * (W / v->cfg.patch_size));
+        int o = snprintf(desc, cap,
+                         "pixels (%lld, %lld, %lld, %lld): %lld patch tokens + CLS, every block and the final norm", B,
+                         H, W, (long long)v->cfg.num_channels, (H / v->cfg.patch_size) * (W / v->cfg.patch_size));
+        if (v->cfg.num_labels) snprintf(desc + o, cap - (size_t)o, ", classifier -> (%lld, %lld)", B, (long long)v->cfg.num_labels);
         Dinov2Output out;
-        return dinov2_forward(c, v, meta_input(c, DTYPE_F32, 4, B, H, W, v->cfg.num_channels), true, &out);
+        TRY(dinov2_forward(c, v, meta_input(c, DTYPE_F32, 4, B, H, W, v->cfg.num_channels), true, &out));
+        return !v->cfg.num_labels || dinov2_classifier_forward(c, v, out.cls) ? ADDC_OK : addc_error_status();
+    }
+    case MODEL_CONVNET: {
+        const ConvNetConfig *cfg = &m->net.convnet.cfg;
+        snprintf(desc, cap, "images (%lld, %lld, %lld, %lld) -> features (%lld, %lld), logits (%lld, %lld)", B, H, W,
+                 (long long)cfg->in_channels, B, (long long)cfg->widths[cfg->n_widths - 1], B, (long long)cfg->num_labels);
+        Var *f, *l;
+        return convnet_forward(c, &m->net.convnet, meta_input(c, DTYPE_F32, 4, B, H, W, cfg->in_channels), &f, &l);
     }
     case MODEL_CLIP_TEXT: {
         snprintf(desc, cap, "token ids (%lld, %lld)", B, T);
@@ -375,6 +399,65 @@ Status model_probe(Model *m, const ModelInput *in, ModelPass *passes, int32_t *n
         TRY(probe_once(m, k, &d, true, p));
     }
     *n_passes = n;
+    return ADDC_OK;
+}
+
+/* ---- classifiers ---- */
+
+Status model_classifier_dims(const Model *m, int64_t *features, int64_t *labels) {
+    if (m->kind == MODEL_DINOV2) {
+        const Dinov2Config *cfg = &m->net.vit.cfg;
+        if (cfg->num_labels == 0)
+            return addc_error_set(ADDC_ERR_INVALID, "this DINOv2 has no classification head: set num_labels > 0 in its "
+                                                    "model YAML");
+        *features = cfg->hidden_size;
+        *labels = cfg->num_labels;
+        return ADDC_OK;
+    }
+    if (m->kind == MODEL_CONVNET) {
+        const ConvNetConfig *cfg = &m->net.convnet.cfg;
+        *features = cfg->widths[cfg->n_widths - 1];
+        *labels = cfg->num_labels;
+        return ADDC_OK;
+    }
+    return addc_error_set(ADDC_ERR_INVALID, "%s is not an image classifier (a DINOv2 with num_labels, or a convnet)",
+                          m->class_name ? m->class_name : model_kind_name(m->kind));
+}
+
+/* a 1-channel image repeated to the network's channels; other channel counts must match */
+static Var *classify_channels(Ctx *c, Var *images, int64_t C) {
+    const Tensor *t = &images->v;
+    if (t->ndim != 4 || (t->shape[3] != C && t->shape[3] != 1)) {
+        char s[96];
+        addc_error_set(ADDC_ERR_INVALID, "classify: images %s must be (B, H, W, %lld) or gray (B, H, W, 1)",
+                       tensor_shape_str(t, s, sizeof s), (long long)C);
+        return NULL;
+    }
+    if (t->shape[3] == C) return images;
+    int64_t shape[4] = {t->shape[0], t->shape[1], t->shape[2], C};
+    return op_broadcast_to(c, images, 4, shape);
+}
+
+Status model_classify(Ctx *c, const Model *m, Var *images, Var **features, Var **logits) {
+    if (features) *features = NULL;
+    if (logits) *logits = NULL;
+    int64_t F, K;
+    TRY(model_classifier_dims(m, &F, &K));
+    if (!images) return addc_error_status() ? addc_error_status() : addc_error_set(ADDC_ERR_INVALID, "classify: no images");
+    if (m->kind == MODEL_CONVNET) {
+        Var *x = classify_channels(c, images, m->net.convnet.cfg.in_channels);
+        if (!x) return addc_error_status();
+        return convnet_forward(c, &m->net.convnet, x, features, logits);
+    }
+    const Dinov2 *v = &m->net.vit;
+    Var *x = classify_channels(c, images, v->cfg.num_channels);
+    Dinov2Output out;
+    TRY(dinov2_forward(c, v, dinov2_preprocess(c, v, x), true, &out));
+    if (features) *features = out.cls;
+    if (logits) {
+        *logits = dinov2_classifier_forward(c, v, out.cls);
+        if (!*logits) return addc_error_status();
+    }
     return ADDC_OK;
 }
 

@@ -7,6 +7,7 @@
  *   _class_name: AutoencoderKL          nn/vae.h
  *   model_type: dinov2                  nn/vit.h
  *   model_type: clip_text_model         nn/clip.h
+ *   model_type: convnet                 nn/convnet.h (addc's evaluation classifier)
  *   n_heads (and none of the above)     nn/disc.h (the discriminator heads have no ecosystem config)
  * Then the network's own loader binds the file (unknown keys, types, did-you-mean) and its
  * *_init declares the parameters.
@@ -25,6 +26,7 @@
 #include <stdint.h>
 
 #include "nn/clip.h"
+#include "nn/convnet.h"
 #include "nn/disc.h"
 #include "nn/unet.h"
 #include "nn/vae.h"
@@ -36,11 +38,12 @@ typedef enum ModelKind {
     MODEL_DINOV2,
     MODEL_CLIP_TEXT,
     MODEL_DISC_HEADS,
+    MODEL_CONVNET,
     MODEL_KIND_COUNT
 } ModelKind;
 
 /* "UNet2DConditionModel", "AutoencoderKL", "Dinov2Model", "CLIPTextModel[WithProjection]"
- * (by kind only: "CLIPTextModel"), "DiscHeads" */
+ * (by kind only: "CLIPTextModel"), "DiscHeads", "ConvNet" */
 const char *model_kind_name(ModelKind k);
 
 /* Reads the top-level keys of a model YAML (see the top of this file). */
@@ -58,6 +61,7 @@ typedef struct Model {
         Dinov2 vit;
         ClipText clip;
         DiscHeads disc;
+        ConvNet convnet;
     } net;
 } Model;
 
@@ -73,7 +77,8 @@ void model_set_checkpointing(Model *m, bool on);
 typedef struct ModelInput {
     int64_t batch;         /* per-rank micro-batch (default 1) */
     int64_t height, width; /* UNet: latent (default sample_size); VAE: image (default sample_size);
-                              ViT: its input (default input_size); not used by CLIP and the heads */
+                              ViT: its input (default input_size); ConvNet: its input (default
+                              image_size); not used by CLIP and the heads */
     bool pixels;           /* height, width are image pixels: a UNet's latent is 1/8 of them (the
                               SD / SDXL VAE); a VAE's image; with false a VAE's are latent */
     int64_t tokens;        /* UNet context length (77); CLIP sequence (max_position_embeddings);
@@ -92,8 +97,9 @@ typedef struct ModelPass {
     int32_t n_regions;
 } ModelPass;
 
-/* Runs the network's passes on meta inputs: a UNet, ViT, CLIP forward; all heads; a VAE's encode
- * (image -> posterior) and decode (latent -> image). m must be built on meta. */
+/* Runs the network's passes on meta inputs: a UNet, ViT (with its classifier), CLIP, ConvNet
+ * forward; all heads; a VAE's encode (image -> posterior) and decode (latent -> image). m must be
+ * built on meta. */
 Status model_probe(Model *m, const ModelInput *in, ModelPass *passes, int32_t *n_passes);
 
 typedef struct MemoryPlan {
@@ -109,6 +115,15 @@ typedef struct MemoryPlan {
     int64_t grads_unit;      /* bf16 whole-unit gradients before reduce-scatter: the largest x 2 */
     int64_t adam;            /* two fp32 moments per shard element */
 } MemoryPlan;
+
+/* Classifier forward on images (B, H, W, C) in [-1, 1]: a DINOv2 with num_labels (preprocessed with
+ * dinov2_preprocess; a 1-channel image is repeated to the network's 3 channels) gives its final-norm
+ * CLS as features; a convnet its pooled features. features (B, F), logits (B, num_labels). Taped when
+ * c has a tape. features or logits may be NULL when not wanted; a convnet also takes a 1-channel
+ * image repeated to its in_channels. Any other kind, or a DINOv2 without num_labels, is refused. */
+Status model_classify(Ctx *c, const Model *m, Var *images, Var **features, Var **logits);
+/* F and num_labels of a classifier model; error for other kinds or num_labels 0. */
+Status model_classifier_dims(const Model *m, int64_t *features, int64_t *labels);
 
 /* The per-rank persistent bytes of training the store's parameters with FSDP on `world` ranks. */
 void model_memory_plan(const ParamStore *s, int64_t world, MemoryPlan *p);

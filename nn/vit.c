@@ -36,6 +36,9 @@ static const ConfigField dinov2_fields[] = {
                 "addc: per-channel mean of the [0, 1] image"),
     CONFIG_LIST(Dinov2Config, image_std, n_image_std, CONFIG_TYPE_FLOAT, "[0.229, 0.224, 0.225]",
                 "addc: per-channel standard deviation"),
+    CONFIG_INT(Dinov2Config, num_labels, "0", 0, 1 << 20,
+               "addc: > 0 adds a Linear(D -> num_labels) on the final-norm CLS (not transformers' "
+               "Dinov2ForImageClassification head)"),
 };
 
 const ConfigSchema dinov2_config_schema = CONFIG_SCHEMA("dinov2", dinov2_fields);
@@ -126,7 +129,10 @@ Status dinov2_init(Dinov2 *m, const Dinov2Config *cfg, ParamStore *s) {
     for (int64_t i = 0; i < c->num_hidden_layers; i++)
         TRY(block_init(&m->blocks[i], s, param_namef(n, NULL, "encoder.layer.%lld", (long long)i), c));
     TRY(param_store_begin_unit(s, "layernorm"));
-    return layer_norm_init(&m->layernorm, s, "layernorm", D, c->layer_norm_eps, true);
+    TRY(layer_norm_init(&m->layernorm, s, "layernorm", D, c->layer_norm_eps, true));
+    if (c->num_labels == 0) return ADDC_OK;
+    TRY(param_store_begin_unit(s, "classifier"));
+    return linear_init(&m->classifier, s, "classifier", D, c->num_labels, true);
 }
 
 void dinov2_free(Dinov2 *m) {
@@ -226,6 +232,15 @@ Status dinov2_forward(Ctx *c, const Dinov2 *m, Var *pixels, bool want_cls, Dinov
     for (int32_t i = 0; i < out->n_taps; i++)
         if (!out->taps[i]) return addc_error_status();
     return x ? ADDC_OK : addc_error_status();
+}
+
+Var *dinov2_classifier_forward(Ctx *c, const Dinov2 *m, Var *cls) {
+    if (!cls) return NULL;
+    if (!m->classifier.weight) {
+        addc_error_set(ADDC_ERR_INVALID, "dinov2: no classification head (set num_labels > 0 in the model YAML)");
+        return NULL;
+    }
+    return linear_forward(c, &m->classifier, cls);
 }
 
 Status dinov2_load(const Dinov2 *m, ParamStore *s, const char *path, const WeightsLoadOptions *opt,

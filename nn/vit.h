@@ -19,6 +19,13 @@
  * output is the final LayerNorm's CLS row (transformers' pooler_output): ADD's image
  * conditioning from ViT-L/14. Blocks after the last one needed are not run.
  *
+ * Classification head (addc's, for the toy experiment where addc trains this network itself):
+ * with num_labels K > 0, classifier.weight (K, D) and classifier.bias (K) map the final-norm CLS
+ * to logits (own unit "classifier", declared last, so the other parameters keep their order and
+ * random initialisation). This is NOT transformers' Dinov2ForImageClassification head, which
+ * reads [CLS, mean of the patch tokens] (2D wide); a facebook checkpoint has no classifier and
+ * loads with num_labels 0 (the default) exactly as before.
+ *
  * Every block is a ParamStore unit and, with gradient_checkpointing, a checkpointed region.
  * DINOv2 is frozen in ADD but taped on the fake path: the generator's gradient flows through it
  * to the image (and through vit_preprocess's area resize to the decoded image). */
@@ -52,6 +59,7 @@ typedef struct Dinov2Config {
     int64_t input_size; /* vit_preprocess resizes to input_size x input_size */
     double image_mean[4], image_std[4];
     int32_t n_image_mean, n_image_std;
+    int64_t num_labels; /* > 0: the classification head (see the top of this file) */
 } Dinov2Config;
 
 extern const ConfigSchema dinov2_config_schema;
@@ -77,11 +85,12 @@ typedef struct Dinov2 {
     int64_t pos_side;         /* S */
     ViTBlock *blocks;         /* num_hidden_layers, malloc'd */
     Norm layernorm;
+    Linear classifier;        /* (num_labels, D) and (num_labels); weight NULL when num_labels is 0 */
     bool gradient_checkpointing;
 } Dinov2;
 
 /* Declares every parameter in s (not yet allocated); s may be on the meta device. Units:
- * "embeddings", each "encoder.layer.<i>", "layernorm". */
+ * "embeddings", each "encoder.layer.<i>", "layernorm", and "classifier" with num_labels. */
 Status dinov2_init(Dinov2 *m, const Dinov2Config *cfg, ParamStore *s);
 void dinov2_free(Dinov2 *m);
 
@@ -98,6 +107,10 @@ typedef struct Dinov2Output {
 /* pixels (B, H, W, C) normalised (dinov2_preprocess), H and W multiples of patch_size. With
  * want_cls every block and the final norm run; otherwise only up to the last tapped block. */
 Status dinov2_forward(Ctx *c, const Dinov2 *m, Var *pixels, bool want_cls, Dinov2Output *out);
+
+/* The classification head on the final-norm CLS (B, D) -> logits (B, num_labels); NULL with an
+ * error when num_labels is 0. */
+Var *dinov2_classifier_forward(Ctx *c, const Dinov2 *m, Var *cls);
 
 /* Loads transformers' Dinov2Model model.safetensors (facebook/dinov2-small, -large: the names
  * as they are). opt and rep may be NULL. */

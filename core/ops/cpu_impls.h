@@ -42,5 +42,6 @@ extern const OpImpl cpu_op_resize_bicubic;
 extern const OpImpl cpu_op_timestep_embedding;
 extern const OpImpl cpu_op_embedding;
 extern const OpImpl cpu_op_spectral_norm;
+extern const OpImpl cpu_op_cross_entropy;
 
 #endif

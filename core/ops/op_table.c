@@ -43,6 +43,7 @@ const OpInfo op_info[OP_COUNT] = {
     {OP_TIMESTEP_EMBEDDING, "timestep_embedding", OPF_NO_INPUT_GRAD},
     {OP_EMBEDDING, "embedding", OPF_NONE},
     {OP_SPECTRAL_NORM, "spectral_norm", OPF_GRAPH},
+    {OP_CROSS_ENTROPY, "cross_entropy", OPF_NONE},
 };
 _Static_assert(sizeof(op_info) / sizeof(op_info[0]) == OP_COUNT, "op_info must list every op");
 
@@ -92,6 +93,7 @@ const Backend backend_cpu = {
             [OP_TIMESTEP_EMBEDDING] = &cpu_op_timestep_embedding,
             [OP_EMBEDDING] = &cpu_op_embedding,
             [OP_SPECTRAL_NORM] = &cpu_op_spectral_norm,
+            [OP_CROSS_ENTROPY] = &cpu_op_cross_entropy,
         },
 };
 

@@ -467,11 +467,22 @@ def make_spectral():
     return fx
 
 
+# ---- cross entropy ----
+def make_xent():
+    fx = FixtureFile("xent")
+    for name, b, k, scale in (("a", 5, 7, 3.0), ("classes10", 16, 10, 8.0), ("one_row", 1, 4, 1.0),
+                              ("large", 4, 10, 1e4)):
+        labels = torch.randint(0, k, (b,))
+        autograd_case(fx, f"cross_entropy:{name}", lambda x, lab: F.cross_entropy(x, lab.long()),
+                      [rnd(b, k, lo=-scale, hi=scale), labels.float()], [True, False])
+    return fx
+
+
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
     total = 0
     makers = [make_elementwise, make_reduce, make_act, make_matmul, make_conv, make_norm, make_attention,
-              make_shape, make_embed, make_spectral]
+              make_shape, make_embed, make_spectral, make_xent]
     for i, mk in enumerate(makers):
         torch.manual_seed(1000 + i)
         fx = mk()

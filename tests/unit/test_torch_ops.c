@@ -122,6 +122,15 @@ static Var *b_spectral_norm(Ctx *c, Var **in, const float *p, int64_t np) {
     return op_spectral_norm(c, in[0], &in[1]->v, &in[2]->v, (int)p[0], p[1], p[2] != 0);
 }
 
+/* labels are stored as floats in in1 */
+static Var *b_cross_entropy(Ctx *c, Var **in, const float *p, int64_t np) {
+    int64_t B = in[1]->v.shape[0];
+    int32_t *labels = ctx_alloc(c, B * (int64_t)sizeof(int32_t));
+    if (!labels) return NULL;
+    for (int64_t b = 0; b < B; b++) labels[b] = (int32_t)((const float *)in[1]->v.data)[b];
+    return op_cross_entropy(c, in[0], labels);
+}
+
 typedef struct CaseOp {
     const char *op; /* the op name (op_info) or a composite ("mean_to") */
     CaseBuildFn build;
@@ -168,11 +177,12 @@ static const CaseOp case_ops[] = {
     {"timestep_embedding", b_timestep_embedding, 0},
     {"embedding", b_embedding, 0},
     {"spectral_norm", b_spectral_norm, 0},
+    {"cross_entropy", b_cross_entropy, 0},
 };
 #define N_CASE_OPS ((int)(sizeof case_ops / sizeof case_ops[0]))
 
-static const char *families[] = {"elementwise", "reduce", "act",   "matmul", "conv",
-                                 "norm",        "attention", "shape", "embed",  "spectral"};
+static const char *families[] = {"elementwise", "reduce", "act",   "matmul",   "conv",
+                                 "norm",        "attention", "shape", "embed", "spectral", "xent"};
 
 /* per-op results over all cases */
 typedef struct OpResult {
