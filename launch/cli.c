@@ -22,3 +22,15 @@ Status cli_tokenizer_open(const char *given, ClipTokenizer *t) {
     return addc_error_set(ADDC_ERR_IO, "cannot find the CLIP vocabulary " CLI_DEFAULT_VOCAB
                                        " here or in the addc checkout: give it with --tokenizer FILE");
 }
+
+void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}

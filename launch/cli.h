@@ -4,6 +4,8 @@
 #ifndef ADDC_LAUNCH_CLI_H
 #define ADDC_LAUNCH_CLI_H
 
+#include <stdio.h>
+
 #include "core/error.h"
 #include "nn/tokenizer.h"
 
@@ -20,11 +22,15 @@ int cmd_inspect(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* The CLIP vocabulary: `given` (--tokenizer), else CLI_DEFAULT_VOCAB under the working
  * directory or under the checkout the addc binary was built in (its build directory's parent). */
 #define CLI_DEFAULT_VOCAB "configs/tokenizer/bpe_simple_vocab_16e6.txt.gz"
 Status cli_tokenizer_open(const char *given, ClipTokenizer *t);
+
+/* s as a JSON string, quotes included (manifests, result lines). */
+void cli_json_string(FILE *f, const char *s);
 
 /* Prints "addc: <message>" for the pending core/error message and returns exit code 1. */
 int cli_fail(const char *what);

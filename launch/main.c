@@ -15,6 +15,7 @@ static const Command commands[] = {
     {"inspect", cmd_inspect, "a model YAML built on meta: parameters, forward FLOPs, memory per rank"},
     {"train", cmd_train, "ADD distillation or diffusion training from YAML configs, into a run directory"},
     {"sample", cmd_sample, "images from a UNet with the ADD, Euler ancestral, DDIM or Euler sampler, PNGs + manifest.jsonl"},
+    {"eval", cmd_eval, "FD, class accuracy and diversity of a run's generated images in an evaluation classifier"},
     {"forward", cmd_forward, "one network's forward on named tensors (NCHW, diffusers names) to a safetensors file"},
 };
 
@@ -33,8 +34,8 @@ static void usage(FILE *f) {
             "environment:\n"
             "  ADDC_THREADS  CPU threads for kernels and OpenBLAS (default: all online CPUs)\n"
             "\n"
-            "Evaluation (eval), checkpoints with resume and export arrive with the ADD and\n"
-            "FSDP work; they are not in this build yet.\n");
+            "Checkpoints with resume and export arrive with the FSDP work; they are not in\n"
+            "this build yet.\n");
 }
 
 int cli_fail(const char *what) {

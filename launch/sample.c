@@ -1,26 +1,20 @@
-/* launch/sample: `addc sample`: images from a UNet with one of the samplers of
- * losses/samplers.h, one PNG per image plus DIR/manifest.jsonl (one JSON object per image:
- * file, prompt, seed, index, steps, sampler, cfg) for other tools to score.
+/* launch/sample: `addc sample`: the command line over launch/generate.h. Images from a UNet
+ * with one of the samplers of losses/samplers.h, one PNG per image plus DIR/manifest.jsonl (one
+ * JSON object per image: file, prompt, seed, index, steps, sampler, cfg) for other tools to score.
  *
- * Image i (prompt i / K, its (i % K)-th image) draws its noise from (seed, RNG_PURPOSE_SAMPLE, i,
- * draw): it is the same whichever batch made it. Conditioning is built as launch/train_setup.c
- * builds it in training: the text encoder's penultimate (or last) hidden states as the context,
- * its projected (or pooled) end-of-text row and the time ids (original h, w, 0, 0, target h, w)
- * for SDXL's text_time embedding; no text: a zero context. */
+ * Image i (prompt i / K, its (i % K)-th image) is global image index i of the generator: its
+ * noise is keyed by (seed, i), the same whichever batch made it. Conditioning is built as
+ * training builds it (launch/generate.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/parallel.h"
-#include "data/image.h"
 #include "launch/cli.h"
-#include "losses/samplers.h"
-#include "nn/forward.h"
-#include "nn/latent.h"
+#include "launch/generate.h"
 
 #define SAMPLE_MAX_PROMPTS 4096
 #define SAMPLE_MAX_OVERRIDES 32
@@ -202,25 +196,11 @@ static int sample_parse(int argc, char **argv, SampleArgs *a) {
 
 typedef struct Sampling {
     SampleArgs *a;
-    Model unet, vae, text;
-    bool has_vae, has_text, has_tok;
-    ClipTokenizer tok;
-    int32_t pad_id;
-    SafeTensors emb;
-    bool has_emb;
-    LatentCodec codec;
-    NoiseSchedule schedule;
+    Generator gen;
     char **prompts; /* (n_prompts) */
     int32_t n_prompts;
     bool prompts_owned;
-    /* the conditioning of the current call (cond, and uncond with --cfg) */
-    Var *context[2], *pooled[2], *time_ids;
 } Sampling;
-
-static Status model_weights(Model *m, const char *path, const char *what, uint64_t seed) {
-    Status st = strcmp(path, "none") ? forward_weights_load(m, path, NULL, NULL) : forward_weights_random(m, seed);
-    return st == ADDC_OK ? st : addc_error_context(st, "%s %s", what, path);
-}
 
 static Status prompts_read(Sampling *s) {
     SampleArgs *a = s->a;
@@ -247,220 +227,65 @@ static Status prompts_read(Sampling *s) {
     return st;
 }
 
-/* The per-prompt conditioning rows, broadcast to B images of prompt p: context (B, T, D),
- * pooled (B, P) or NULL. uncond: the empty prompt. */
-static Status condition(Ctx *c, Sampling *s, int32_t p, int64_t B, bool uncond, Var **context, Var **pooled) {
-    const UNet2DConfig *u = &s->unet.net.unet.cfg;
-    int64_t P = s->unet.net.unet.has_add_embedding ? u->projection_class_embeddings_input_dim - 6 * u->addition_time_embed_dim : 0;
-    Var *ctx1 = NULL, *pool1 = NULL;
-    if (s->has_text) {
-        const ClipText *ct = &s->text.net.clip;
-        int64_t shape[2] = {1, ct->cfg.max_position_embeddings};
-        Var *ids = var_new(c, DTYPE_I32, 2, shape);
-        if (!ids) return addc_error_status();
-        TRY(clip_tokenizer_tokenize(&s->tok, uncond ? "" : s->prompts[p], -1, s->a->clean, (int32_t)shape[1], s->pad_id,
-                                    ids->v.data));
-        ClipTextOutput o;
-        TRY(clip_text_forward(c, ct, ids, &o));
-        ctx1 = s->a->text_last ? o.last : o.penultimate;
-        pool1 = o.text_embeds ? o.text_embeds : o.pooled;
-    } else if (s->has_emb) {
-        const StTensor *e = safetensors_find(&s->emb, "encoder_hidden_states");
-        const StTensor *te = safetensors_find(&s->emb, "text_embeds");
-        int64_t cs[3] = {1, e->shape[1], e->shape[2]};
-        ctx1 = var_new(c, DTYPE_F32, 3, cs);
-        if (!ctx1) return addc_error_status();
-        float *tmp = malloc((size_t)(e->shape[0] * e->shape[1] * e->shape[2]) * sizeof(float));
-        if (!tmp) return addc_error_set(ADDC_ERR_NOMEM, "embeddings: out of memory");
-        Status st = safetensors_read_f32(e, tmp, e->shape[0] * e->shape[1] * e->shape[2]);
-        if (st == ADDC_OK) memcpy(ctx1->v.data, tmp + p * cs[1] * cs[2], (size_t)(cs[1] * cs[2]) * sizeof(float));
-        free(tmp);
-        TRY(st);
-        if (te && P) {
-            int64_t ps[2] = {1, te->shape[1]};
-            pool1 = var_new(c, DTYPE_F32, 2, ps);
-            float *all = malloc((size_t)(te->shape[0] * te->shape[1]) * sizeof(float));
-            if (!pool1 || !all) {
-                free(all);
-                return addc_error_set(ADDC_ERR_NOMEM, "embeddings: out of memory");
-            }
-            st = safetensors_read_f32(te, all, te->shape[0] * te->shape[1]);
-            if (st == ADDC_OK) memcpy(pool1->v.data, all + p * ps[1], (size_t)ps[1] * sizeof(float));
-            free(all);
-            TRY(st);
-        }
-    } else {
-        int64_t cs[3] = {1, 1, u->cross_attention_dim};
-        ctx1 = var_zeros(c, DTYPE_F32, 3, cs);
-    }
-    if (!ctx1) return addc_error_status();
-    if (ctx1->v.shape[2] != u->cross_attention_dim)
-        return addc_error_set(ADDC_ERR_INVALID, "the text context is %lld wide; the UNet's cross_attention_dim is %lld",
-                              (long long)ctx1->v.shape[2], (long long)u->cross_attention_dim);
-    if (P) {
-        if (!pool1) {
-            int64_t ps[2] = {1, P};
-            pool1 = var_zeros(c, DTYPE_F32, 2, ps);
-        } else if (pool1->v.shape[1] != P) {
-            return addc_error_set(ADDC_ERR_INVALID, "the pooled text is %lld wide; the UNet's text_time embedding takes %lld",
-                                  (long long)pool1->v.shape[1], (long long)P);
-        }
-    }
-    int64_t cs[3] = {B, ctx1->v.shape[1], ctx1->v.shape[2]}, ps[2] = {B, P};
-    *context = op_broadcast_to(c, ctx1, 3, cs);
-    *pooled = P ? op_broadcast_to(c, pool1, 2, ps) : NULL;
-    return *context && (!P || *pooled) ? ADDC_OK : addc_error_status();
-}
-
-static Var *unet_call(Ctx *c, Sampling *s, Var *z, Var *tv, int k) {
-    UNetAddedCond add = {s->pooled[k], s->time_ids};
-    return unet2d_forward(c, &s->unet.net.unet, z, tv, s->context[k], s->unet.net.unet.has_add_embedding ? &add : NULL);
-}
-
-static Var *denoise(Ctx *c, Var *z, int64_t t, void *user) {
-    Sampling *s = user;
-    int64_t B = z->v.shape[0];
-    Var *tv = var_new(c, DTYPE_F32, 1, &B);
-    if (!tv) return NULL;
-    for (int64_t b = 0; b < B; b++) ((float *)tv->v.data)[b] = (float)t;
-    Var *cond = unet_call(c, s, z, tv, 0);
-    if (s->a->cfg == 1 || !cond) return cond;
-    Var *unc = unet_call(c, s, z, tv, 1);
-    double *w = ctx_alloc(c, 2 * B * (int64_t)sizeof(double));
-    if (!unc || !w) return NULL;
-    for (int64_t b = 0; b < B; b++) {
-        w[b] = 1 - s->a->cfg;
-        w[B + b] = s->a->cfg;
-    }
-    return diffusion_combine(c, unc, w, cond, w + B);
-}
-
-static void json_write_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", f);
-        else if (*p == '\t') fputs("\\t", f);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
 /* image (B, H, W, C) in [-1, 1], C 1 or 3 -> DIR/%05d.png for indices first .. first + B */
 static Status write_pngs(Sampling *s, const Var *img, int64_t first, int32_t prompt, FILE *manifest) {
     int64_t B = img->v.shape[0], H = img->v.shape[1], W = img->v.shape[2], C = img->v.shape[3];
-    if (C != 1 && C != 3)
-        return addc_error_set(ADDC_ERR_INVALID, "decoded images have %lld channels; PNGs take 1 or 3", (long long)C);
-    uint8_t *px = malloc((size_t)(H * W * C));
-    if (!px) return addc_error_set(ADDC_ERR_NOMEM, "images: out of memory");
-    Status st = ADDC_OK;
-    for (int64_t b = 0; b < B && st == ADDC_OK; b++) {
-        const float *x = (const float *)img->v.data + b * H * W * C;
-        for (int64_t i = 0; i < H * W * C; i++) {
-            double v = (x[i] + 1.0) * 127.5;
-            px[i] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : (int)(v + 0.5));
-        }
-        uint8_t *png = NULL;
-        int64_t len = 0;
-        st = image_png_encode(px, (int32_t)H, (int32_t)W, (int32_t)C, &png, &len);
-        if (st != ADDC_OK) break;
-        char name[32], path[1200], tmp[1300];
+    for (int64_t b = 0; b < B; b++) {
+        char name[32], path[1200];
         snprintf(name, sizeof name, "%05lld.png", (long long)(first + b));
         snprintf(path, sizeof path, "%s/%s", s->a->out, name);
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *f = fopen(tmp, "wb");
-        bool ok = f && fwrite(png, 1, (size_t)len, f) == (size_t)len;
-        if (f && fclose(f)) ok = false;
-        free(png);
-        if (!ok || rename(tmp, path))
-            st = addc_error_set(ADDC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-        else {
-            fprintf(manifest, "{\"file\": \"%s\", \"prompt\": ", name);
-            json_write_string(manifest, s->prompts[prompt]);
-            fprintf(manifest, ", \"seed\": %llu, \"index\": %lld, \"steps\": %d, \"sampler\": \"%s\", \"cfg\": %g}\n",
-                    (unsigned long long)s->a->seed, (long long)(first + b), (int)s->a->steps,
-                    sampler_kind_name(s->a->sampler), s->a->cfg);
-        }
+        TRY(generator_png_write((const float *)img->v.data + b * H * W * C, H, W, C, path));
+        fprintf(manifest, "{\"file\": \"%s\", \"prompt\": ", name);
+        cli_json_string(manifest, s->prompts[prompt]);
+        fprintf(manifest, ", \"seed\": %llu, \"index\": %lld, \"steps\": %d, \"sampler\": \"%s\", \"cfg\": %g}\n",
+                (unsigned long long)s->a->seed, (long long)(first + b), (int)s->a->steps,
+                sampler_kind_name(s->a->sampler), s->a->cfg);
     }
-    free(px);
-    return st;
+    return ADDC_OK;
 }
 
 static Status setup(Sampling *s) {
     SampleArgs *a = s->a;
-    Status st = model_build(&s->unet, a->model, a->overrides, a->n_overrides, DEVICE_CPU, false);
-    if (st != ADDC_OK) return addc_error_context(st, "--model %s", a->model);
-    if (s->unet.kind != MODEL_UNET)
-        return addc_error_set(ADDC_ERR_INVALID, "--model %s is a %s, not a UNet2DConditionModel", a->model, s->unet.class_name);
-    TRY(model_weights(&s->unet, a->weights, "--weights", a->init_seed));
-    const UNet2DConfig *u = &s->unet.net.unet.cfg;
+    GeneratorOptions o;
+    generator_options_default(&o);
+    o.unet = (GeneratorNet){.config = a->model, .weights = strcmp(a->weights, "none") ? a->weights : NULL,
+                            .seed = a->init_seed, .n_overrides = a->n_overrides};
+    memcpy(o.unet.overrides, a->overrides, sizeof a->overrides);
     if (a->vae) {
-        s->has_vae = true;
-        st = model_build(&s->vae, a->vae, NULL, 0, DEVICE_CPU, false);
-        if (st != ADDC_OK) return addc_error_context(st, "--vae %s", a->vae);
-        if (s->vae.kind != MODEL_VAE) return addc_error_set(ADDC_ERR_INVALID, "--vae %s is a %s", a->vae, s->vae.class_name);
-        TRY(model_weights(&s->vae, a->vae_weights, "--vae-weights", a->init_seed));
-        s->codec = (LatentCodec){LATENT_CODEC_VAE, &s->vae.net.vae, s->vae.net.vae.cfg.out_channels, 1};
-    } else if (a->latent && !strcmp(a->latent, "none")) {
-        s->codec = (LatentCodec){LATENT_CODEC_NONE, NULL, u->in_channels, a->latent_scale};
+        o.codec = LATENT_CODEC_VAE;
+        o.vae = (GeneratorNet){.config = a->vae, .weights = strcmp(a->vae_weights, "none") ? a->vae_weights : NULL,
+                               .seed = a->init_seed};
     } else {
-        if (u->in_channels % 4)
-            return addc_error_set(ADDC_ERR_INVALID, "--latent unshuffle needs the UNet's in_channels (%lld) to be a multiple of 4",
-                                  (long long)u->in_channels);
-        s->codec = (LatentCodec){LATENT_CODEC_UNSHUFFLE, NULL, u->in_channels / 4, a->latent_scale};
+        o.codec = a->latent && !strcmp(a->latent, "none") ? LATENT_CODEC_NONE : LATENT_CODEC_UNSHUFFLE;
+        o.latent_scale = a->latent_scale;
     }
-    if (latent_codec_channels(&s->codec) != u->in_channels)
-        return addc_error_set(ADDC_ERR_INVALID, "the latents have %lld channels; the UNet takes %lld",
-                              (long long)latent_codec_channels(&s->codec), (long long)u->in_channels);
-    int64_t f = latent_codec_downscale(&s->codec), mult = f << (s->unet.net.unet.n_blocks - 1);
-    if (!a->h) a->h = a->w = u->sample_size * f;
-    if (a->h % mult || a->w % mult)
-        return addc_error_set(ADDC_ERR_INVALID, "--size %lldx%lld: both sides must be multiples of %lld", (long long)a->h,
-                              (long long)a->w, (long long)mult);
-    if (!a->oh) a->oh = a->h, a->ow = a->w;
-
-    if (a->text_encoder) {
-        s->has_text = true;
-        st = model_build(&s->text, a->text_encoder, NULL, 0, DEVICE_CPU, false);
-        if (st != ADDC_OK) return addc_error_context(st, "--text-encoder %s", a->text_encoder);
-        if (s->text.kind != MODEL_CLIP_TEXT)
-            return addc_error_set(ADDC_ERR_INVALID, "--text-encoder %s is a %s", a->text_encoder, s->text.class_name);
-        TRY(model_weights(&s->text, a->text_weights, "--text-weights", a->text_seed));
-        TRY(cli_tokenizer_open(a->tokenizer, &s->tok));
-        s->has_tok = true;
-        s->pad_id = clip_tokenizer_token_id(&s->tok, s->text.net.clip.cfg.pad_token);
-        if (s->pad_id < 0)
-            return addc_error_set(ADDC_ERR_INVALID, "%s: pad_token '%s' is not in the vocabulary", a->text_encoder,
-                                  s->text.net.clip.cfg.pad_token);
-    }
+    if (a->text_encoder)
+        o.text = (GeneratorNet){.config = a->text_encoder,
+                                .weights = strcmp(a->text_weights, "none") ? a->text_weights : NULL,
+                                .seed = a->text_seed};
+    o.tokenizer = a->tokenizer;
+    o.clean = a->clean;
+    o.text_last = a->text_last;
+    o.embeddings = a->embeddings;
+    o.schedule.zero_terminal_snr = a->zsnr;
+    o.prediction = a->prediction;
+    o.h = a->h, o.w = a->w, o.oh = a->oh, o.ow = a->ow;
+    TRY(generator_init(&s->gen, &o));
     TRY(prompts_read(s));
-    if (a->embeddings) {
-        TRY(safetensors_open(&s->emb, a->embeddings));
-        s->has_emb = true;
-        const StTensor *e = safetensors_find(&s->emb, "encoder_hidden_states");
-        if (!e || e->ndim != 3)
-            return addc_error_set(ADDC_ERR_INVALID, "%s needs encoder_hidden_states (P, T, D)", a->embeddings);
-        const StTensor *te = safetensors_find(&s->emb, "text_embeds");
-        if (te && (te->ndim != 2 || te->shape[0] != e->shape[0]))
-            return addc_error_set(ADDC_ERR_INVALID, "%s: text_embeds must be (P, Dt) with P = %lld", a->embeddings,
-                                  (long long)e->shape[0]);
-        if (s->n_prompts && s->n_prompts != e->shape[0])
-            return addc_error_set(ADDC_ERR_INVALID, "%d prompts for %lld rows of %s", (int)s->n_prompts,
-                                  (long long)e->shape[0], a->embeddings);
-        if (!s->n_prompts) {
-            s->prompts = calloc((size_t)e->shape[0], sizeof(char *));
-            s->prompts_owned = true;
-            for (int64_t p = 0; s->prompts && p < e->shape[0]; p++) {
-                char b[48];
-                snprintf(b, sizeof b, "embedding %lld", (long long)p);
-                s->prompts[s->n_prompts++] = strdup(b);
-            }
+    int64_t P = s->gen.n_embeddings;
+    if (P && s->n_prompts && s->n_prompts != P)
+        return addc_error_set(ADDC_ERR_INVALID, "%d prompts for %lld rows of %s", (int)s->n_prompts, (long long)P,
+                              a->embeddings);
+    if (P && !s->n_prompts) {
+        s->prompts = calloc((size_t)P, sizeof(char *));
+        s->prompts_owned = true;
+        for (int64_t p = 0; s->prompts && p < P; p++) {
+            char b[48];
+            snprintf(b, sizeof b, "embedding %lld", (long long)p);
+            s->prompts[s->n_prompts++] = strdup(b);
         }
     }
     if (!s->n_prompts) return addc_error_set(ADDC_ERR_INVALID, "no prompts: give --prompt TEXT or --prompts FILE");
-    ScheduleConfig sc = {SCHEDULE_SCALED_LINEAR, 1000, 0.00085, 0.012, a->zsnr, 0x1p-24};
-    TRY(noise_schedule_init(&s->schedule, &sc));
     if (mkdir(a->out, 0755) && errno != EEXIST)
         return addc_error_set(ADDC_ERR_IO, "cannot create %s: %s", a->out, strerror(errno));
     return ADDC_OK;
@@ -481,9 +306,7 @@ static Status sample_all(Sampling *s, int64_t *n_images, double *secs) {
     Arena arena;
     arena_init(&arena, 64 << 20, 0);
     Ctx c = ctx_make(&arena, NULL, DEVICE_CPU);
-    model_set_checkpointing(&s->unet, true);
-    if (s->has_vae) model_set_checkpointing(&s->vae, true);
-    int64_t f = latent_codec_downscale(&s->codec), K = a->n_per_prompt;
+    int64_t K = a->n_per_prompt;
     SamplerConfig cfg = {a->sampler, a->steps, a->prediction, a->alpha_one};
     Status st = ADDC_OK;
     double t0 = now_s();
@@ -491,25 +314,13 @@ static Status sample_all(Sampling *s, int64_t *n_images, double *secs) {
         for (int64_t k = 0; k < K && st == ADDC_OK; k += a->batch) {
             ArenaMark m = arena_mark(&arena);
             int64_t B = K - k < a->batch ? K - k : a->batch, first = p * K + k;
-            st = condition(&c, s, p, B, false, &s->context[0], &s->pooled[0]);
-            if (st == ADDC_OK && a->cfg != 1) st = condition(&c, s, p, B, true, &s->context[1], &s->pooled[1]);
-            if (st != ADDC_OK) break;
-            int64_t ts[2] = {B, 6};
-            s->time_ids = var_new(&c, DTYPE_F32, 2, ts);
-            for (int64_t b = 0; b < B; b++) {
-                float *ti = (float *)s->time_ids->v.data + 6 * b;
-                ti[0] = (float)a->oh, ti[1] = (float)a->ow, ti[2] = 0, ti[3] = 0, ti[4] = (float)a->h, ti[5] = (float)a->w;
-            }
-            int64_t shape[4] = {B, a->h / f, a->w / f, s->unet.net.unet.cfg.in_channels};
-            SamplerNoise nz = {a->seed, (uint64_t)first, NULL};
-            Var *z = sampler_run(&c, &s->schedule, &cfg, 4, shape, &nz, denoise, s, NULL, NULL);
-            Var *img = z ? latent_decode(&c, &s->codec, z) : NULL;
-            st = img ? write_pngs(s, img, first, p, manifest) : addc_error_status();
+            Var *img = NULL;
+            st = generator_run(&s->gen, &c, s->prompts[p], p, B, a->seed, (uint64_t)first, &cfg, a->cfg, &img);
+            if (st == ADDC_OK) st = write_pngs(s, img, first, p, manifest);
             arena_reset_to(&arena, m);
             *n_images += st == ADDC_OK ? B : 0;
         }
     *secs = now_s() - t0;
-    model_set_checkpointing(&s->unet, false);
     arena_free(&arena);
     if (fclose(manifest) && st == ADDC_OK) st = addc_error_set(ADDC_ERR_IO, "cannot write %s", path);
     return st;
@@ -531,11 +342,13 @@ int cmd_sample(int argc, char **argv) {
     int64_t n = 0;
     double secs = 0;
     if (st == ADDC_OK) {
-        printf("unet        %s: %lld parameters, weights %s\n", a.model, (long long)s.unet.params.numel, a.weights);
-        printf("codec       %s, images %lldx%lld, latents %lldx%lldx%lld\n", latent_codec_kind_names[s.codec.kind],
-               (long long)a.h, (long long)a.w, (long long)(a.h / latent_codec_downscale(&s.codec)),
-               (long long)(a.w / latent_codec_downscale(&s.codec)), (long long)s.unet.net.unet.cfg.in_channels);
-        printf("text        %s\n", s.has_text ? a.text_encoder : s.has_emb ? a.embeddings : "none (zero context)");
+        const Generator *g = &s.gen;
+        int64_t f = latent_codec_downscale(&g->codec);
+        printf("unet        %s: %lld parameters, weights %s\n", a.model, (long long)g->unet.params.numel, a.weights);
+        printf("codec       %s, images %lldx%lld, latents %lldx%lldx%lld\n", latent_codec_kind_names[g->codec.kind],
+               (long long)g->h, (long long)g->w, (long long)(g->h / f), (long long)(g->w / f),
+               (long long)g->unet.net.unet.cfg.in_channels);
+        printf("text        %s\n", g->has_text ? a.text_encoder : g->n_embeddings ? a.embeddings : "none (zero context)");
         printf("sampler     %s, %d steps, %s, seed %llu, cfg %g\n", sampler_kind_name(a.sampler), (int)a.steps,
                a.prediction == PREDICTION_V ? "v_prediction" : "epsilon", (unsigned long long)a.seed, a.cfg);
         fflush(stdout);
@@ -549,10 +362,6 @@ int cmd_sample(int argc, char **argv) {
         for (int32_t i = 0; i < s.n_prompts; i++) free(s.prompts[i]);
         free(s.prompts);
     }
-    if (s.has_emb) safetensors_close(&s.emb);
-    if (s.has_tok) clip_tokenizer_free(&s.tok);
-    if (s.has_text) model_free(&s.text);
-    if (s.has_vae) model_free(&s.vae);
-    model_free(&s.unet);
+    generator_free(&s.gen);
     return rc;
 }

@@ -1,0 +1,326 @@
+/* launch/generate: a UNet, its codec, text conditioning and schedule turned into images (see
+ * generate.h). */
+#include "launch/generate.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ops.h"
+#include "data/image.h"
+#include "launch/cli.h"
+#include "nn/forward.h"
+
+const GeneratorKeys generator_keys_cli = {"--model", "--weights", "--vae", "--vae-weights", "--text-encoder",
+                                          "--text-weights", "--size"};
+static const GeneratorKeys keys_student = {"student.config", "student.weights", "codec.vae.config",
+                                           "codec.vae.weights", "text.encoder.config", "text.encoder.weights",
+                                           "data.size"};
+static const GeneratorKeys keys_teacher = {"teacher.config", "teacher.weights", "codec.vae.config",
+                                           "codec.vae.weights", "text.encoder.config", "text.encoder.weights",
+                                           "data.size"};
+
+void generator_options_default(GeneratorOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->codec = LATENT_CODEC_UNSHUFFLE;
+    o->latent_scale = 1;
+    o->clean = TOKENIZER_CLEAN_HF;
+    o->schedule = (ScheduleConfig){SCHEDULE_SCALED_LINEAR, 1000, 0.00085, 0.012, false, 0x1p-24};
+    o->prediction = PREDICTION_EPSILON;
+    o->keys = generator_keys_cli;
+}
+
+static void net_from_train(GeneratorNet *n, const TrainModelConfig *m) {
+    n->config = m->config[0] ? m->config : NULL;
+    n->weights = m->weights;
+    n->seed = (uint64_t)m->init_seed;
+    n->n_overrides = m->n_overrides;
+    for (int32_t i = 0; i < m->n_overrides; i++) n->overrides[i] = m->overrides[i];
+}
+
+Status generator_options_from_train(GeneratorOptions *o, const TrainConfig *cfg, const char *role) {
+    generator_options_default(o);
+    bool student = !strcmp(role, "student");
+    if (!student && strcmp(role, "teacher"))
+        return addc_error_set(ADDC_ERR_INVALID, "role '%s': student or teacher", role);
+    const TrainModelConfig *m = student ? &cfg->student : &cfg->teacher;
+    if (!m->config[0])
+        return addc_error_set(ADDC_ERR_INVALID, "%s.config: the %s role has no model YAML in this config", role, role);
+    net_from_train(&o->unet, m);
+    if (student && !m->weights[0] && cfg->mode == TRAIN_MODE_ADD && cfg->student_init == STUDENT_INIT_TEACHER) {
+        o->unet.weights = cfg->teacher.weights; /* the student starts as the teacher */
+        o->unet.seed = (uint64_t)cfg->teacher.init_seed;
+    }
+    o->keys = student ? keys_student : keys_teacher;
+    o->codec = (LatentCodecKind)cfg->codec.kind;
+    if (o->codec == LATENT_CODEC_VAE) net_from_train(&o->vae, &cfg->codec.vae);
+    o->latent_scale = o->codec == LATENT_CODEC_VAE ? 1 : cfg->codec.scale;
+    if (cfg->text.source == TEXT_SOURCE_ENCODER) {
+        net_from_train(&o->text, &cfg->text.encoder);
+        /* the default vocabulary is also found in the addc checkout (cli_tokenizer_open) */
+        o->tokenizer = strcmp(cfg->text.tokenizer, CLI_DEFAULT_VOCAB) ? cfg->text.tokenizer : NULL;
+        o->clean = (TokenizerClean)cfg->text.clean;
+        o->text_last = cfg->text.layer == TEXT_LAYER_LAST;
+    }
+    o->schedule = cfg->loss.schedule;
+    o->prediction = cfg->loss.prediction;
+    o->h = o->w = cfg->data.size;
+    return ADDC_OK;
+}
+
+/* ---- init ---- */
+
+static Status net_build(Model *m, const GeneratorNet *n, const char *key, const char *wkey, ModelKind kind) {
+    Status st = model_build(m, n->config, n->overrides, n->n_overrides, DEVICE_CPU, false);
+    if (st != ADDC_OK) return addc_error_context(st, "%s %s", key, n->config);
+    if (m->kind != kind)
+        return addc_error_set(ADDC_ERR_INVALID, "%s %s is a %s, not a %s", key, n->config, m->class_name,
+                              model_kind_name(kind));
+    bool fresh = !n->weights || !n->weights[0];
+    st = fresh ? forward_weights_random(m, n->seed) : forward_weights_load(m, n->weights, NULL, NULL);
+    return st == ADDC_OK ? st : addc_error_context(st, "%s %s", wkey, fresh ? "(fresh)" : n->weights);
+}
+
+/* Reads the precomputed conditioning into memory and checks its shapes against the UNet. */
+static Status embeddings_load(Generator *g, int64_t context_width, int64_t pooled_width) {
+    const char *path = g->opt.embeddings;
+    SafeTensors f;
+    TRY(safetensors_open(&f, path));
+    const StTensor *e = safetensors_find(&f, "encoder_hidden_states"), *te = safetensors_find(&f, "text_embeds");
+    Status st = ADDC_OK;
+    if (!e || e->ndim != 3)
+        st = addc_error_set(ADDC_ERR_INVALID, "%s needs encoder_hidden_states (P, T, D)", path);
+    else if (e->shape[2] != context_width)
+        st = addc_error_set(ADDC_ERR_INVALID, "the text context is %lld wide; the UNet's cross_attention_dim is %lld",
+                            (long long)e->shape[2], (long long)context_width);
+    else if (te && (te->ndim != 2 || te->shape[0] != e->shape[0]))
+        st = addc_error_set(ADDC_ERR_INVALID, "%s: text_embeds must be (P, Dt) with P = %lld", path,
+                            (long long)e->shape[0]);
+    else if (te && pooled_width && te->shape[1] != pooled_width)
+        st = addc_error_set(ADDC_ERR_INVALID, "%s: text_embeds are %lld wide; the UNet's text_time embedding takes %lld",
+                            path, (long long)te->shape[1], (long long)pooled_width);
+    if (st == ADDC_OK) {
+        g->n_embeddings = e->shape[0];
+        g->emb_T = e->shape[1];
+        g->emb_D = e->shape[2];
+        g->emb_Dt = te && pooled_width ? te->shape[1] : 0;
+        int64_t n = g->n_embeddings * g->emb_T * g->emb_D, np = g->n_embeddings * g->emb_Dt;
+        g->emb_context = malloc((size_t)n * sizeof(float));
+        g->emb_pooled = np ? malloc((size_t)np * sizeof(float)) : NULL;
+        if (!g->emb_context || (np && !g->emb_pooled))
+            st = addc_error_set(ADDC_ERR_NOMEM, "embeddings %s: out of memory", path);
+        if (st == ADDC_OK) st = safetensors_read_f32(e, g->emb_context, n);
+        if (st == ADDC_OK && np) st = safetensors_read_f32(te, g->emb_pooled, np);
+    }
+    safetensors_close(&f);
+    return st;
+}
+
+/* The width of the pooled text vector SDXL's text_time embedding takes (0 without it). */
+static int64_t unet_pooled_width(const UNet2D *u) {
+    return u->has_add_embedding ? u->cfg.projection_class_embeddings_input_dim - 6 * u->cfg.addition_time_embed_dim : 0;
+}
+
+Status generator_init(Generator *g, const GeneratorOptions *opt) {
+    memset(g, 0, sizeof *g);
+    g->opt = *opt;
+    const GeneratorKeys *k = &g->opt.keys;
+    if (!opt->unet.config) return addc_error_set(ADDC_ERR_INVALID, "%s: no UNet model YAML given", k->unet);
+    TRY(net_build(&g->unet, &opt->unet, k->unet, k->weights, MODEL_UNET));
+    const UNet2DConfig *u = &g->unet.net.unet.cfg;
+    if (opt->codec == LATENT_CODEC_VAE) {
+        if (!opt->vae.config) return addc_error_set(ADDC_ERR_INVALID, "%s: the VAE codec needs a model YAML", k->vae);
+        g->has_vae = true;
+        TRY(net_build(&g->vae, &opt->vae, k->vae, k->vae_weights, MODEL_VAE));
+        g->codec = (LatentCodec){LATENT_CODEC_VAE, &g->vae.net.vae, g->vae.net.vae.cfg.out_channels, opt->latent_scale};
+    } else if (opt->codec == LATENT_CODEC_NONE) {
+        g->codec = (LatentCodec){LATENT_CODEC_NONE, NULL, u->in_channels, opt->latent_scale};
+    } else {
+        if (u->in_channels % 4)
+            return addc_error_set(ADDC_ERR_INVALID, "the unshuffle codec needs the UNet's in_channels (%lld) to be a multiple of 4",
+                                  (long long)u->in_channels);
+        g->codec = (LatentCodec){LATENT_CODEC_UNSHUFFLE, NULL, u->in_channels / 4, opt->latent_scale};
+    }
+    if (latent_codec_channels(&g->codec) != u->in_channels)
+        return addc_error_set(ADDC_ERR_INVALID, "the latents have %lld channels; the UNet takes %lld",
+                              (long long)latent_codec_channels(&g->codec), (long long)u->in_channels);
+    int64_t f = latent_codec_downscale(&g->codec), mult = f << (g->unet.net.unet.n_blocks - 1);
+    g->h = opt->h ? opt->h : u->sample_size * f;
+    g->w = opt->w ? opt->w : u->sample_size * f;
+    if (g->h % mult || g->w % mult)
+        return addc_error_set(ADDC_ERR_INVALID, "%s %lldx%lld: both sides must be multiples of %lld", k->size,
+                              (long long)g->h, (long long)g->w, (long long)mult);
+    g->oh = opt->oh ? opt->oh : g->h;
+    g->ow = opt->ow ? opt->ow : g->w;
+
+    int64_t P = unet_pooled_width(&g->unet.net.unet);
+    if (opt->text.config && opt->embeddings)
+        return addc_error_set(ADDC_ERR_INVALID, "a text encoder or precomputed embeddings, not both");
+    if (opt->text.config) {
+        g->has_text = true;
+        TRY(net_build(&g->text, &opt->text, k->text, k->text_weights, MODEL_CLIP_TEXT));
+        TRY(cli_tokenizer_open(opt->tokenizer, &g->tok));
+        g->has_tok = true;
+        const ClipText *ct = &g->text.net.clip;
+        g->pad_id = clip_tokenizer_token_id(&g->tok, ct->cfg.pad_token);
+        if (g->pad_id < 0)
+            return addc_error_set(ADDC_ERR_INVALID, "%s: pad_token '%s' is not in the vocabulary", opt->text.config,
+                                  ct->cfg.pad_token);
+        if (ct->cfg.hidden_size != u->cross_attention_dim)
+            return addc_error_set(ADDC_ERR_INVALID, "the text context is %lld wide; the UNet's cross_attention_dim is %lld",
+                                  (long long)ct->cfg.hidden_size, (long long)u->cross_attention_dim);
+        int64_t pw = ct->text_projection.weight ? ct->cfg.projection_dim : ct->cfg.hidden_size;
+        if (P && pw != P)
+            return addc_error_set(ADDC_ERR_INVALID, "the pooled text is %lld wide; the UNet's text_time embedding takes %lld",
+                                  (long long)pw, (long long)P);
+    }
+    if (opt->embeddings) TRY(embeddings_load(g, u->cross_attention_dim, P));
+    TRY(noise_schedule_init(&g->schedule, &opt->schedule));
+    /* no tape: every block is a memory scope that keeps only its output */
+    model_set_checkpointing(&g->unet, true);
+    if (g->has_vae) model_set_checkpointing(&g->vae, true);
+    return ADDC_OK;
+}
+
+void generator_free(Generator *g) {
+    free(g->emb_context);
+    free(g->emb_pooled);
+    if (g->has_tok) clip_tokenizer_free(&g->tok);
+    if (g->has_text) model_free(&g->text);
+    if (g->has_vae) model_free(&g->vae);
+    model_free(&g->unet);
+    memset(g, 0, sizeof *g);
+}
+
+int64_t generator_image_channels(const Generator *g) { return g->codec.image_channels; }
+
+/* ---- sampling ---- */
+
+/* One generator_run call: what the denoiser needs (conditional, and with guidance unconditional). */
+typedef struct GenCall {
+    const Generator *g;
+    Var *context[2]; /* (B, T, D) */
+    Var *pooled[2];  /* (B, P) or NULL */
+    Var *time_ids;   /* (B, 6) */
+    double cfg;
+} GenCall;
+
+/* One row of conditioning, broadcast to B images: context (B, T, D), pooled (B, P) or NULL.
+ * uncond: the empty prompt. */
+static Status condition(Ctx *c, const Generator *g, const char *prompt, int64_t row, int64_t B, bool uncond,
+                        Var **context, Var **pooled) {
+    const UNet2D *un = &g->unet.net.unet;
+    int64_t P = unet_pooled_width(un);
+    Var *ctx1 = NULL, *pool1 = NULL;
+    if (g->has_text) {
+        const ClipText *ct = &g->text.net.clip;
+        int64_t shape[2] = {1, ct->cfg.max_position_embeddings};
+        Var *ids = var_new(c, DTYPE_I32, 2, shape);
+        if (!ids) return addc_error_status();
+        TRY(clip_tokenizer_tokenize(&g->tok, uncond || !prompt ? "" : prompt, -1, g->opt.clean, (int32_t)shape[1],
+                                    g->pad_id, ids->v.data));
+        ClipTextOutput o;
+        TRY(clip_text_forward(c, ct, ids, &o));
+        ctx1 = g->opt.text_last ? o.last : o.penultimate;
+        pool1 = o.text_embeds ? o.text_embeds : o.pooled;
+    } else if (g->n_embeddings) {
+        if (row < 0 || row >= g->n_embeddings)
+            return addc_error_set(ADDC_ERR_INVALID, "embedding row %lld of %lld", (long long)row, (long long)g->n_embeddings);
+        int64_t cs[3] = {1, g->emb_T, g->emb_D};
+        ctx1 = var_new(c, DTYPE_F32, 3, cs);
+        if (!ctx1) return addc_error_status();
+        memcpy(ctx1->v.data, g->emb_context + row * g->emb_T * g->emb_D, (size_t)(g->emb_T * g->emb_D) * sizeof(float));
+        if (g->emb_pooled) {
+            int64_t ps[2] = {1, g->emb_Dt};
+            if (!(pool1 = var_new(c, DTYPE_F32, 2, ps))) return addc_error_status();
+            memcpy(pool1->v.data, g->emb_pooled + row * g->emb_Dt, (size_t)g->emb_Dt * sizeof(float));
+        }
+    } else {
+        int64_t cs[3] = {1, 1, un->cfg.cross_attention_dim};
+        ctx1 = var_zeros(c, DTYPE_F32, 3, cs);
+    }
+    if (!ctx1) return addc_error_status();
+    if (P && !pool1) {
+        int64_t ps[2] = {1, P};
+        if (!(pool1 = var_zeros(c, DTYPE_F32, 2, ps))) return addc_error_status();
+    }
+    int64_t cs[3] = {B, ctx1->v.shape[1], ctx1->v.shape[2]}, ps[2] = {B, P};
+    *context = op_broadcast_to(c, ctx1, 3, cs);
+    *pooled = P ? op_broadcast_to(c, pool1, 2, ps) : NULL;
+    return *context && (!P || *pooled) ? ADDC_OK : addc_error_status();
+}
+
+static Var *unet_call(Ctx *c, const GenCall *k, Var *z, Var *tv, int i) {
+    const UNet2D *u = &k->g->unet.net.unet;
+    UNetAddedCond add = {k->pooled[i], k->time_ids};
+    return unet2d_forward(c, u, z, tv, k->context[i], u->has_add_embedding ? &add : NULL);
+}
+
+static Var *denoise(Ctx *c, Var *z, int64_t t, void *user) {
+    const GenCall *k = user;
+    int64_t B = z->v.shape[0];
+    Var *tv = var_new(c, DTYPE_F32, 1, &B);
+    if (!tv) return NULL;
+    for (int64_t b = 0; b < B; b++) ((float *)tv->v.data)[b] = (float)t;
+    Var *cond = unet_call(c, k, z, tv, 0);
+    if (k->cfg == 1 || !cond) return cond;
+    Var *unc = unet_call(c, k, z, tv, 1);
+    double *w = ctx_alloc(c, 2 * B * (int64_t)sizeof(double));
+    if (!unc || !w) return NULL;
+    for (int64_t b = 0; b < B; b++) {
+        w[b] = 1 - k->cfg;
+        w[B + b] = k->cfg;
+    }
+    return diffusion_combine(c, unc, w, cond, w + B);
+}
+
+Status generator_run(Generator *g, Ctx *c, const char *prompt, int64_t row, int64_t B, uint64_t seed,
+                     uint64_t first_index, const SamplerConfig *sampler, double cfg_scale, Var **images) {
+    *images = NULL;
+    if (B < 1) return addc_error_set(ADDC_ERR_INVALID, "generate: batch %lld", (long long)B);
+    if (cfg_scale != 1 && !g->has_text)
+        return addc_error_set(ADDC_ERR_INVALID, "classifier-free guidance (cfg %g) needs a text encoder (the empty prompt)",
+                              cfg_scale);
+    GenCall k = {g, {NULL, NULL}, {NULL, NULL}, NULL, cfg_scale};
+    TRY(condition(c, g, prompt, row, B, false, &k.context[0], &k.pooled[0]));
+    if (cfg_scale != 1) TRY(condition(c, g, prompt, row, B, true, &k.context[1], &k.pooled[1]));
+    int64_t ts[2] = {B, 6};
+    if (!(k.time_ids = var_new(c, DTYPE_F32, 2, ts))) return addc_error_status();
+    for (int64_t b = 0; b < B; b++) {
+        float *ti = (float *)k.time_ids->v.data + 6 * b;
+        ti[0] = (float)g->oh, ti[1] = (float)g->ow, ti[2] = 0, ti[3] = 0, ti[4] = (float)g->h, ti[5] = (float)g->w;
+    }
+    int64_t f = latent_codec_downscale(&g->codec);
+    int64_t shape[4] = {B, g->h / f, g->w / f, g->unet.net.unet.cfg.in_channels};
+    SamplerConfig sc = *sampler;
+    sc.prediction = g->opt.prediction;
+    SamplerNoise nz = {seed, first_index, NULL};
+    Var *z = sampler_run(c, &g->schedule, &sc, 4, shape, &nz, denoise, &k, NULL, NULL);
+    *images = z ? latent_decode(c, &g->codec, z) : NULL;
+    return *images ? ADDC_OK : addc_error_status();
+}
+
+Status generator_png_write(const float *image, int64_t H, int64_t W, int64_t C, const char *path) {
+    if (C != 1 && C != 3)
+        return addc_error_set(ADDC_ERR_INVALID, "decoded images have %lld channels; PNGs take 1 or 3", (long long)C);
+    uint8_t *px = malloc((size_t)(H * W * C));
+    if (!px) return addc_error_set(ADDC_ERR_NOMEM, "images: out of memory");
+    for (int64_t i = 0; i < H * W * C; i++) {
+        double v = (image[i] + 1.0) * 127.5;
+        px[i] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : (int)(v + 0.5));
+    }
+    uint8_t *png = NULL;
+    int64_t len = 0;
+    Status st = image_png_encode(px, (int32_t)H, (int32_t)W, (int32_t)C, &png, &len);
+    free(px);
+    TRY(st);
+    char tmp[1300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    bool ok = f && fwrite(png, 1, (size_t)len, f) == (size_t)len;
+    if (f && fclose(f)) ok = false;
+    free(png);
+    if (!ok || rename(tmp, path)) return addc_error_set(ADDC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    return ADDC_OK;
+}
