@@ -1,20 +1,25 @@
-/* launch/train: `addc train CONFIG... [k=v ...] [--mode add|diffusion] [--run-dir DIR]`.
+/* launch/train: `addc train CONFIG... [k=v ...] [--mode add|diffusion|classify] [--run-dir DIR]`.
  *
  * The ADD training step (ADD.md "Training step") reads top to bottom in add_step: encode the
  * real images, draw s and noise, student forward (taped), teacher forward (no tape) on the
  * re-noised student sample, decode both, distillation and adversarial generator losses,
  * backward and update G; then the discriminator on real and (stop-gradient) fake features,
  * hinge + R1, backward and update D. diffusion_step is plain diffusion training of a teacher
- * with the same pieces. Networks, batches, conditioning and the optimizer are in
- * train_setup.c, the run directory in rundir.c. One process (the distributed issue adds ranks). */
+ * with the same pieces; classify_step trains a classifier (the discriminator's feature network,
+ * the evaluation network) on labelled images, then measures its test accuracy. Networks,
+ * batches, conditioning and the optimizer are in train_setup.c, sample grids in train_grid.c,
+ * the run directory in rundir.c. One process (the distributed issue adds ranks). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "core/ops.h"
 #include "launch/cli.h"
 #include "launch/rundir.h"
+#include "launch/train_grid.h"
 #include "launch/train_setup.h"
 #include "losses/adversarial.h"
 #include "losses/distill.h"
@@ -25,25 +30,12 @@
 
 typedef struct StepMetrics {
     double loss_g, adv_g, distill, loss_d, hinge, r1, r1_term; /* ADD */
-    double loss;                                              /* diffusion */
+    double loss;                                              /* diffusion, classify */
+    double accuracy;                                          /* classify: of the batch, before the update */
     double gnorm_g, gnorm_d, lr_g, lr_d;
 } StepMetrics;
 
 static double scalar(Var *v) { return ((const float *)v->v.data)[0]; }
-
-static Var *timesteps_var(Ctx *c, const int64_t *t, int64_t B) {
-    Var *v = var_new(c, DTYPE_F32, 1, &B);
-    if (v)
-        for (int64_t b = 0; b < B; b++) ((float *)v->v.data)[b] = (float)t[b];
-    return v;
-}
-
-/* The UNet's raw output (epsilon or v) at latents z, timesteps t. */
-static Var *unet_pred(Ctx *c, const Model *m, Var *z, const int64_t *t, const TrainCond *cond) {
-    if (!z) return NULL;
-    return unet2d_forward(c, &m->net.unet, z, timesteps_var(c, t, z->v.shape[0]), cond->context,
-                          cond->has_added ? &cond->added : NULL);
-}
 
 /* A value without its history: the stop-gradient sg(x). */
 static Var *stop_gradient(Ctx *c, Var *x) { return x ? var_leaf(c, x->v, false) : NULL; }
@@ -195,6 +187,26 @@ static Status diffusion_step(Trainer *t, StepMetrics *m) {
     return ADDC_OK;
 }
 
+/* Classify mode: cross-entropy of the student's logits against the batch's labels. */
+static Status classify_step(Trainer *t, StepMetrics *m) {
+    Ctx g = ctx_make(&t->arena, &t->tape, DEVICE_CPU);
+    Var *features, *logits;
+    TRY(model_classify(&g, t->student, batch_images(&g, &t->batch), &features, &logits));
+    Var *loss = op_cross_entropy(&g, logits, t->batch.labels);
+    if (!loss) return addc_error_status();
+
+    TRY(tape_backward(&g, loss));
+    m->lr_g = optimizer_lr(&t->opt_g);
+    m->gnorm_g = optimizer_step(&t->opt_g);
+    trainer_ema_update(t);
+    m->loss = scalar(loss);
+    m->accuracy = (double)classifier_correct(logits, t->batch.labels) / (double)t->batch.B;
+    return ADDC_OK;
+}
+
+typedef Status (*TrainStepFn)(Trainer *t, StepMetrics *m);
+static const TrainStepFn train_steps[TRAIN_MODE_COUNT] = {add_step, diffusion_step, classify_step};
+
 /* ---- the loop ---- */
 
 static void format_hms(double s, char *out, size_t cap) {
@@ -204,14 +216,19 @@ static void format_hms(double s, char *out, size_t cap) {
 
 static Status log_step(Trainer *t, RunDir *rd, const StepMetrics *m, double elapsed, double img_s, bool print) {
     char line[1024];
-    bool add = t->cfg.mode == TRAIN_MODE_ADD;
-    if (add)
+    int32_t mode = t->cfg.mode;
+    if (mode == TRAIN_MODE_ADD)
         snprintf(line, sizeof line,
                  "{\"step\": %lld, \"loss_g\": %.9g, \"adv_g\": %.9g, \"distill\": %.9g, \"loss_d\": %.9g, "
                  "\"hinge\": %.9g, \"r1\": %.9g, \"r1_term\": %.9g, \"gnorm_g\": %.9g, \"gnorm_d\": %.9g, "
                  "\"lr_g\": %.9g, \"lr_d\": %.9g, \"img_per_s\": %.4g, \"elapsed_s\": %.4g}",
                  (long long)t->step, m->loss_g, m->adv_g, m->distill, m->loss_d, m->hinge, m->r1, m->r1_term,
                  m->gnorm_g, m->gnorm_d, m->lr_g, m->lr_d, img_s, elapsed);
+    else if (mode == TRAIN_MODE_CLASSIFY)
+        snprintf(line, sizeof line,
+                 "{\"step\": %lld, \"loss\": %.9g, \"accuracy\": %.9g, \"gnorm\": %.9g, \"lr\": %.9g, "
+                 "\"img_per_s\": %.4g, \"elapsed_s\": %.4g}",
+                 (long long)t->step, m->loss, m->accuracy, m->gnorm_g, m->lr_g, img_s, elapsed);
     else
         snprintf(line, sizeof line,
                  "{\"step\": %lld, \"loss\": %.9g, \"gnorm\": %.9g, \"lr\": %.9g, \"img_per_s\": %.4g, "
@@ -221,11 +238,14 @@ static Status log_step(Trainer *t, RunDir *rd, const StepMetrics *m, double elap
     if (!print) return ADDC_OK;
     char eta[32];
     format_hms(elapsed / (double)t->step * (double)(t->cfg.steps - t->step), eta, sizeof eta);
-    if (add)
+    if (mode == TRAIN_MODE_ADD)
         printf("step %6lld/%lld | G %.4f (adv %.4f distill %.4f) | D %.4f (hinge %.4f r1 %.3g) | lr %.2e/%.2e | "
                "gnorm %.3g/%.3g | %.1f img/s | ETA %s\n",
                (long long)t->step, (long long)t->cfg.steps, m->loss_g, m->adv_g, m->distill, m->loss_d, m->hinge,
                m->r1_term, m->lr_g, m->lr_d, m->gnorm_g, m->gnorm_d, img_s, eta);
+    else if (mode == TRAIN_MODE_CLASSIFY)
+        printf("step %6lld/%lld | loss %.5f | acc %.3f | lr %.2e | gnorm %.3g | %.1f img/s | ETA %s\n",
+               (long long)t->step, (long long)t->cfg.steps, m->loss, m->accuracy, m->lr_g, m->gnorm_g, img_s, eta);
     else
         printf("step %6lld/%lld | loss %.5f | lr %.2e | gnorm %.3g | %.1f img/s | ETA %s\n", (long long)t->step,
                (long long)t->cfg.steps, m->loss, m->lr_g, m->gnorm_g, img_s, eta);
@@ -244,17 +264,58 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static Status train_run(Trainer *t, RunDir *rd) {
+/* RUN/samples/step-NNNNNNN.png; *secs: the time it took (left out of the run's img/s and ETA). */
+static Status write_grid(Trainer *t, RunDir *rd, double *secs) {
+    char f[64], p[RUNDIR_PATH_MAX];
+    double t0 = now_s();
+    if (mkdir(rundir_file(rd, "samples", p), 0755) != 0 && errno != EEXIST)
+        return addc_error_set(ADDC_ERR_IO, "cannot create %s: %s", p, strerror(errno));
+    snprintf(f, sizeof f, "samples/step-%07lld.png", (long long)t->step);
+    TRY(train_grid_write(t, rundir_file(rd, f, p)));
+    *secs = now_s() - t0;
+    int64_t H, W;
+    train_grid_size(&t->cfg, &H, &W);
+    printf("sample grid %s: %lld x %lld px, %d prompts x %d blocks of %lld images, %.1f s\n", p, (long long)W,
+           (long long)H, (int)t->cfg.sample.n_prompts, (int)train_grid_blocks(&t->cfg),
+           (long long)t->cfg.sample.per_prompt, *secs);
+    fflush(stdout);
+    return ADDC_OK;
+}
+
+/* Classify mode with eval.shards: the test accuracy of the student (and its EMA) into the final
+ * metrics line (json, appended to) and the closing message (note). */
+static Status test_accuracy(Trainer *t, char *json, size_t json_cap, char *note, size_t note_cap) {
+    int64_t right[2] = {0, 0}, n[2] = {0, 0};
+    TRY(trainer_test_accuracy(t, &right[0], &n[0]));
+    if (t->ema) {
+        trainer_ema_swap(t);
+        Status st = trainer_test_accuracy(t, &right[1], &n[1]);
+        trainer_ema_swap(t);
+        TRY(st);
+    }
+    double acc = (double)right[0] / (double)(n[0] ? n[0] : 1), acc_ema = (double)right[1] / (double)(n[1] ? n[1] : 1);
+    size_t k = strlen(json);
+    snprintf(json + k, json_cap - k, ", \"test_accuracy\": %.9g, \"test_images\": %lld", acc, (long long)n[0]);
+    k = strlen(json);
+    if (t->ema) snprintf(json + k, json_cap - k, ", \"test_accuracy_ema\": %.9g", acc_ema);
+    k = (size_t)snprintf(note, note_cap, "test accuracy %.2f%% (%lld of %lld images of %s)", 100 * acc,
+                         (long long)right[0], (long long)n[0], t->cfg.eval.shards);
+    if (t->ema && k < note_cap) snprintf(note + k, note_cap - k, ", EMA %.2f%%", 100 * acc_ema);
+    return ADDC_OK;
+}
+
+/* The loop; note gets what the closing message adds (classify: the test accuracy). */
+static Status train_run(Trainer *t, RunDir *rd, char *note, size_t note_cap) {
     const TrainConfig *c = &t->cfg;
-    double start = now_s(), last = start;
-    int64_t last_step = 0;
+    double start = now_s(), last = start, grid_s = 0;
+    int64_t last_step = 0, every = c->sample.every;
     StepMetrics m;
     while (t->step < c->steps) {
         arena_reset(&t->arena);
         tape_clear(&t->tape);
         memset(&m, 0, sizeof m);
         TRY(trainer_next_batch(t));
-        TRY(c->mode == TRAIN_MODE_ADD ? add_step(t, &m) : diffusion_step(t, &m));
+        TRY(train_steps[c->mode](t, &m));
         t->step++;
         double now = now_s();
         bool print = c->log_every > 0 && (t->step % c->log_every == 0 || t->step == c->steps || t->step == 1);
@@ -273,14 +334,23 @@ static Status train_run(Trainer *t, RunDir *rd) {
                 TRY(save_student(t, rd, f, true));
             }
         }
+        if (every > 0 && (t->step % every == 0 || t->step == c->steps)) {
+            TRY(write_grid(t, rd, &grid_s));
+            start += grid_s;
+            last += grid_s;
+        }
     }
     TRY(save_student(t, rd, "student.safetensors", false));
     if (t->ema) TRY(save_student(t, rd, "student_ema.safetensors", true));
-    char line[256];
+    char line[512];
     snprintf(line, sizeof line,
              "{\"final\": true, \"steps\": %lld, \"teacher_sumsq_start\": %.17g, \"teacher_sumsq_end\": %.17g, "
-             "\"arena_peak_bytes\": %lld}",
+             "\"arena_peak_bytes\": %lld",
              (long long)t->step, t->teacher_sumsq, trainer_teacher_sumsq(t), (long long)arena_peak(&t->arena));
+    note[0] = 0;
+    if (c->mode == TRAIN_MODE_CLASSIFY && c->eval.shards[0])
+        TRY(test_accuracy(t, line, sizeof line - 2, note, note_cap));
+    strcat(line, "}");
     return rundir_metrics_append(rd, line);
 }
 
@@ -288,25 +358,39 @@ static Status train_run(Trainer *t, RunDir *rd) {
 
 static void train_usage(FILE *f) {
     fprintf(f,
-            "usage: addc train CONFIG.yaml [CONFIG2.yaml ...] [key.path=value ...] [--mode add|diffusion]\n"
+            "usage: addc train CONFIG.yaml [CONFIG2.yaml ...] [key.path=value ...] [--mode add|diffusion|classify]\n"
             "                  [--run-dir DIR]\n"
             "\n"
             "Trains in one process: ADD distillation of a teacher UNet into a 1-4-step student (--mode add, the\n"
-            "default), or plain diffusion training of a teacher (--mode diffusion: epsilon or v prediction, the\n"
-            "same code). Config files merge in order, then key.path=value overrides (e.g. opt_g.lr=1e-4,\n"
-            "loss.distill.lambda=0); unknown keys are refused with a did-you-mean. Recipes: configs/train/.\n"
+            "default), plain diffusion training of a teacher (--mode diffusion: epsilon or v prediction, the same\n"
+            "code), or a classifier on labelled images (--mode classify: the student is a DINOv2 or convnet model\n"
+            "with num_labels = classes, trained with cross-entropy on the json number data.label_field of each\n"
+            "sample; no codec, text encoder, teacher or heads, text.source must be none). Config files merge in\n"
+            "order, then key.path=value overrides (e.g. opt_g.lr=1e-4, loss.distill.lambda=0); unknown keys are\n"
+            "refused with a did-you-mean. Recipes: configs/train/.\n"
             "\n"
             "The run directory (--run-dir, default runs/<first config's name>-<date-time>) gets:\n"
             "  config.yaml                 the merged config, every default written out (addc train reads it back)\n"
             "  command.txt                 this command line\n"
-            "  metrics.jsonl               one JSON object per step (losses, lr, grad norms, img/s), a final summary\n"
+            "  metrics.jsonl               one JSON object per step (losses, lr, grad norms, img/s; classify: loss\n"
+            "                              and batch accuracy), a final summary (classify with eval.shards:\n"
+            "                              test_accuracy, test_accuracy_ema over those shards read once in order, or\n"
+            "                              their first eval.real_max images)\n"
             "  student-step-N.safetensors  the student every save_every steps (diffusers layout), and\n"
             "  student_ema-step-N.safetensors its EMA with ema_decay > 0\n"
             "  student.safetensors         the student at the end; student_ema.safetensors with ema_decay > 0\n"
-            "A progress line (step, losses, lr, grad norm, img/s, ETA) is printed every log_every steps.\n"
+            "  samples/step-N.png          with sample.every > 0, every `every` steps and at the end: a grid with one\n"
+            "                              row per sample.prompts entry and blocks of sample.per_prompt images: add\n"
+            "                              mode the student with the ADD sampler at each sample.student_steps, then\n"
+            "                              the teacher with sample.teacher_sampler at teacher_steps (teacher_cfg);\n"
+            "                              diffusion mode the student (its EMA if any) with the teacher sampler. The\n"
+            "                              noise is keyed by sample.seed, so grids of different steps compare; grids\n"
+            "                              do not change the training (same metrics with and without them)\n"
+            "A progress line (step, losses, lr, grad norm, img/s, ETA) is printed every log_every steps, a line for\n"
+            "each sample grid, and the test accuracy (classify) in the closing line.\n"
             "\n"
             "Not in this build yet: HDF5 checkpoints with optimizer state and exact resume (--resume) come with\n"
-            "the distributed issue, as do multiple ranks; sample grids arrive with `addc sample`.\n");
+            "the distributed issue, as do multiple ranks.\n");
 }
 
 static const char *base_name(const char *path, char *out, size_t cap) {
@@ -383,8 +467,10 @@ int cmd_train(int argc, char **argv) {
                train_mode_names[cfg->mode], (long long)cfg->steps, (long long)cfg->batch,
                (long long)t->student->params.numel, rd.path);
         fflush(stdout);
-        if (train_run(t, &rd) != ADDC_OK) rc = cli_fail("train");
-        else printf("addc train: done; student weights in %s/student.safetensors\n", rd.path);
+        char note[1024];
+        if (train_run(t, &rd, note, sizeof note) != ADDC_OK) rc = cli_fail("train");
+        else printf("addc train: done; %s%sstudent weights in %s/student.safetensors\n", note, note[0] ? "; " : "",
+                    rd.path);
     }
     rundir_close(&rd);
     trainer_free(t);

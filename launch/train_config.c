@@ -134,16 +134,58 @@ static Status check_optim(const TrainOptimConfig *o, const char *key) {
     return ADDC_OK;
 }
 
+/* Classify mode: the student sees the images and their labels; no codec, text, teacher or heads. */
+static Status check_classify(const TrainConfig *cfg) {
+    if (cfg->text.source != TEXT_SOURCE_NONE)
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "text.source: classify mode learns from labels, not captions: set text.source=none");
+    if (!cfg->data.label_field[0])
+        return addc_error_set(ADDC_ERR_INVALID, "data.label_field: classify mode needs the json field of the label");
+    if (cfg->sample.every > 0)
+        return addc_error_set(ADDC_ERR_INVALID, "sample.every: classify mode trains no generator to sample; set 0");
+    return ADDC_OK;
+}
+
+/* Sample grids: rows, blocks and samplers that exist. */
+static Status check_sample(const TrainConfig *cfg) {
+    const TrainSampleConfig *s = &cfg->sample;
+    if (s->every == 0) return ADDC_OK;
+    if (s->n_prompts < 1)
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "sample.prompts: sample.every %lld needs at least one prompt (a grid row each; \"\" "
+                              "for unconditional rows)",
+                              (long long)s->every);
+    for (int32_t i = 0; i < s->n_student_steps; i++)
+        if (s->student_steps[i] < 1 || s->student_steps[i] > 1000)
+            return addc_error_set(ADDC_ERR_INVALID, "sample.student_steps: %lld is not in 1 .. 1000",
+                                  (long long)s->student_steps[i]);
+    if (cfg->mode == TRAIN_MODE_DIFFUSION && s->teacher_steps < 1)
+        return addc_error_set(ADDC_ERR_INVALID, "sample.teacher_steps: diffusion-mode grids sample the student with "
+                                                "the teacher sampler, so they need teacher_steps >= 1");
+    if (cfg->mode == TRAIN_MODE_ADD && s->n_student_steps == 0 && s->teacher_steps == 0)
+        return addc_error_set(ADDC_ERR_INVALID, "sample: no grid block (student_steps is empty and teacher_steps 0)");
+    if (!(s->teacher_cfg > 0))
+        return addc_error_set(ADDC_ERR_INVALID, "sample.teacher_cfg: must be > 0 (1 = no guidance)");
+    if (s->teacher_cfg != 1 && cfg->text.source != TEXT_SOURCE_ENCODER)
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "sample.teacher_cfg: guidance needs a text encoder (text.source encoder)");
+    return ADDC_OK;
+}
+
 Status train_config_check(const TrainConfig *cfg) {
+    bool classify = cfg->mode == TRAIN_MODE_CLASSIFY;
     if (!cfg->data.shards[0])
         return addc_error_set(ADDC_ERR_INVALID,
                               "data.shards: no training shards given (make them with `addc shards fmnist OUT`)");
     if (cfg->data.channels != 1 && cfg->data.channels != 3)
         return addc_error_set(ADDC_ERR_INVALID, "data.channels: 1 or 3, not %lld", (long long)cfg->data.channels);
     TRY(need_model(&cfg->student, "student", "every run"));
-    if (cfg->codec.kind == LATENT_CODEC_VAE) TRY(need_model(&cfg->codec.vae, "codec.vae", "codec.kind vae"));
-    if (cfg->codec.kind != LATENT_CODEC_VAE && !(cfg->codec.scale > 0))
+    if (classify) TRY(check_classify(cfg));
+    if (!classify && cfg->codec.kind == LATENT_CODEC_VAE)
+        TRY(need_model(&cfg->codec.vae, "codec.vae", "codec.kind vae"));
+    if (!classify && cfg->codec.kind != LATENT_CODEC_VAE && !(cfg->codec.scale > 0))
         return addc_error_set(ADDC_ERR_INVALID, "codec.scale: must be > 0");
+    TRY(check_sample(cfg));
     if (cfg->text.source == TEXT_SOURCE_ENCODER) TRY(need_model(&cfg->text.encoder, "text.encoder", "text.source encoder"));
     if (!(cfg->text.drop_prob >= 0 && cfg->text.drop_prob <= 1))
         return addc_error_set(ADDC_ERR_INVALID, "text.drop_prob: a probability in [0, 1]");

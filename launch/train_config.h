@@ -15,7 +15,12 @@
  *   image_encoder  ADD, optional: a second DINOv2 whose CLS of the real image conditions the heads
  *   heads          ADD only: the discriminator heads (nn/disc.h)
  * A role's weights "" means fresh weights keyed by its init_seed (what a toy's frozen text
- * encoder uses: the same seed gives the same encoder in every run). */
+ * encoder uses: the same seed gives the same encoder in every run).
+ *
+ * Classify mode builds the student alone (a model with num_labels == classes) and reads the label
+ * from each sample's json (data.label_field); codec, teacher, feature, image_encoder and heads are
+ * not built (their keys are ignored), text.source must be none (refused otherwise: a classifier
+ * that silently ignored a configured text encoder would surprise), and sample grids are refused. */
 #ifndef ADDC_LAUNCH_TRAIN_CONFIG_H
 #define ADDC_LAUNCH_TRAIN_CONFIG_H
 

@@ -2,6 +2,7 @@
  * run (see train_setup.h). */
 #include "launch/train_setup.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,19 +10,12 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "losses/draw.h"
+#include "nn/forward.h"
 
 /* ---- networks ---- */
 
-static Status model_load_weights(Model *m, const char *path) {
-    switch (m->kind) {
-    case MODEL_UNET: return unet2d_load(&m->net.unet, &m->params, path, NULL, NULL);
-    case MODEL_VAE: return vae_load(&m->net.vae, &m->params, path, NULL, NULL);
-    case MODEL_DINOV2: return dinov2_load(&m->net.vit, &m->params, path, NULL, NULL);
-    case MODEL_CLIP_TEXT: return clip_text_load(&m->net.clip, &m->params, path, NULL, NULL, NULL);
-    case MODEL_DISC_HEADS: return disc_heads_load(&m->net.disc, &m->params, &m->state, path, NULL, NULL);
-    default: return addc_error_set(ADDC_ERR_INVALID, "model kind %d", (int)m->kind);
-    }
-}
+/* role_build's kind for "any network with a classifier head" (model_classifier_dims). */
+#define ROLE_CLASSIFIER MODEL_KIND_COUNT
 
 /* Builds a role's network (kind checked), then loads its weights or draws fresh ones. */
 static Status role_build(Model **out, const TrainModelConfig *mc, const char *role, ModelKind kind, bool trainable) {
@@ -32,17 +26,19 @@ static Status role_build(Model **out, const TrainModelConfig *mc, const char *ro
     for (int32_t i = 0; i < mc->n_overrides; i++) ov[i] = mc->overrides[i];
     Status st = model_build(m, mc->config, ov, mc->n_overrides, DEVICE_CPU, trainable);
     if (st != ADDC_OK) return addc_error_context(st, "%s", role);
-    if (m->kind != kind)
+    int64_t features, labels;
+    st = kind == ROLE_CLASSIFIER ? model_classifier_dims(m, &features, &labels) : ADDC_OK;
+    if (st != ADDC_OK)
+        return addc_error_context(st, "%s.config: %s: classify mode needs a classifier (num_labels)", role, mc->config);
+    if (kind != ROLE_CLASSIFIER && m->kind != kind)
         return addc_error_set(ADDC_ERR_INVALID, "%s.config: %s is a %s, the role needs a %s", role, mc->config,
                               model_kind_name(m->kind), model_kind_name(kind));
     if (mc->weights[0]) {
-        st = model_load_weights(m, mc->weights);
+        st = forward_weights_load(m, mc->weights, NULL, NULL);
         if (st != ADDC_OK) return addc_error_context(st, "%s.weights", role);
         return ADDC_OK;
     }
-    if (kind == MODEL_DISC_HEADS)
-        return disc_heads_init_weights(&m->net.disc, &m->params, &m->state, (uint64_t)mc->init_seed);
-    return param_store_init_random(&m->params, (uint64_t)mc->init_seed);
+    return forward_weights_random(m, (uint64_t)mc->init_seed);
 }
 
 static void role_free(Model **m) {
@@ -117,19 +113,44 @@ static Status check_shapes(const Trainer *t) {
     return ADDC_OK;
 }
 
-static Status loader_start(Trainer *t) {
+/* Classify mode: the student's classifier head must have `classes` outputs. */
+static Status check_classifier(const Trainer *t) {
+    int64_t features, labels;
+    TRY(model_classifier_dims(t->student, &features, &labels));
+    if (labels != t->cfg.classes)
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "student.config: %s has num_labels %lld, but classes is %lld (set classes=%lld, or "
+                              "student.overrides=[num_labels=%lld])",
+                              t->cfg.student.config, (long long)labels, (long long)t->cfg.classes, (long long)labels,
+                              (long long)t->cfg.classes);
+    return ADDC_OK;
+}
+
+/* The loader of the training images (shuffled as configured), or of the test images (eval: in
+ * file order, no flip). Classify mode reads the label field of each sample's json. */
+static Status loader_open_for(const Trainer *t, bool eval, Loader **out) {
     const TrainConfig *c = &t->cfg;
     LoaderConfig lc;
     loader_config_default(&lc);
-    lc.shards = c->data.shards;
-    lc.batch_size = c->batch;
+    lc.shards = eval ? c->eval.shards : c->data.shards;
+    lc.batch_size = eval ? c->eval.batch : c->batch;
     lc.height = lc.width = (int32_t)c->data.size;
-    lc.flip = c->data.flip;
+    lc.flip = !eval && c->data.flip;
     lc.seed = (uint64_t)c->seed;
     lc.threads = (int32_t)c->data.threads;
-    lc.shuffle = (int32_t)c->data.shuffle;
+    lc.shuffle = eval ? 0 : (int32_t)c->data.shuffle;
+    lc.shuffle_shards = !eval;
     lc.require_caption = c->text.source == TEXT_SOURCE_ENCODER;
-    TRY(loader_open(&lc, NULL, &t->loader));
+    if (c->mode == TRAIN_MODE_CLASSIFY) {
+        lc.json_fields[0] = c->data.label_field;
+        lc.n_json_fields = 1;
+    }
+    return loader_open(&lc, NULL, out);
+}
+
+static Status loader_start(Trainer *t) {
+    const TrainConfig *c = &t->cfg;
+    TRY(loader_open_for(t, false, &t->loader));
     TrainBatch *b = &t->batch;
     b->B = c->batch;
     b->S = c->data.size;
@@ -137,7 +158,33 @@ static Status loader_start(Trainer *t) {
     b->images = malloc((size_t)(b->B * b->S * b->S * b->C) * sizeof(float));
     b->captions = calloc((size_t)b->B, sizeof(char *));
     b->time_ids = malloc((size_t)b->B * 6 * sizeof(float));
-    if (!b->images || !b->captions || !b->time_ids) return addc_error_set(ADDC_ERR_NOMEM, "batch: out of memory");
+    b->labels = calloc((size_t)b->B, sizeof(int32_t));
+    if (!b->images || !b->captions || !b->time_ids || !b->labels)
+        return addc_error_set(ADDC_ERR_NOMEM, "batch: out of memory");
+    return ADDC_OK;
+}
+
+static Status batch_labels(const Trainer *t, const Loader *l, const Batch *lb, int32_t *labels);
+
+/* The test shards' first batch, with its labels, before training: a wrong eval.shards fails now,
+ * not after the run. */
+static Status eval_shards_probe(const Trainer *t) {
+    Loader *l = NULL;
+    TRY(loader_open_for(t, true, &l));
+    Batch *lb;
+    int32_t *labels = malloc((size_t)t->cfg.eval.batch * sizeof(int32_t));
+    Status st = labels ? loader_next(l, &lb) : addc_error_set(ADDC_ERR_NOMEM, "eval: out of memory");
+    if (st == ADDC_OK) st = batch_labels(t, l, lb, labels);
+    free(labels);
+    loader_free(l);
+    return st == ADDC_OK ? st : addc_error_context(st, "eval.shards %s", t->cfg.eval.shards);
+}
+
+static Status ema_init(Trainer *t) {
+    if (!(t->cfg.ema_decay > 0)) return ADDC_OK;
+    t->ema = malloc((size_t)t->student->params.numel * sizeof(float));
+    if (!t->ema) return addc_error_set(ADDC_ERR_NOMEM, "ema: out of memory");
+    memcpy(t->ema, t->student->params.data, (size_t)t->student->params.numel * sizeof(float));
     return ADDC_OK;
 }
 
@@ -149,6 +196,15 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg) {
     arena_init(&t->arena, 64 << 20, 0);
     tape_init(&t->tape);
     TRY(noise_schedule_init(&t->schedule, &c->loss.schedule));
+
+    if (c->mode == TRAIN_MODE_CLASSIFY) { /* the student alone: images and labels in, logits out */
+        TRY(role_build(&t->student, &c->student, "student", ROLE_CLASSIFIER, true));
+        TRY(check_classifier(t));
+        TRY(optimizer_init(&t->opt_g, &t->student->params, &c->opt_g));
+        TRY(ema_init(t));
+        if (c->eval.shards[0]) TRY(eval_shards_probe(t));
+        return loader_start(t);
+    }
 
     if (add) {
         TRY(role_build(&t->teacher, &c->teacher, "teacher", MODEL_UNET, false));
@@ -186,11 +242,7 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg) {
     }
     TRY(check_shapes(t));
     TRY(optimizer_init(&t->opt_g, &t->student->params, &c->opt_g));
-    if (c->ema_decay > 0) {
-        t->ema = malloc((size_t)t->student->params.numel * sizeof(float));
-        if (!t->ema) return addc_error_set(ADDC_ERR_NOMEM, "ema: out of memory");
-        memcpy(t->ema, t->student->params.data, (size_t)t->student->params.numel * sizeof(float));
-    }
+    TRY(ema_init(t));
     return loader_start(t);
 }
 
@@ -201,6 +253,7 @@ void trainer_free(Trainer *t) {
     free(t->batch.captions);
     free(t->batch.images);
     free(t->batch.time_ids);
+    free(t->batch.labels);
     free(t->opt_g.m);
     free(t->opt_g.v);
     free(t->opt_d.m);
@@ -220,11 +273,34 @@ void trainer_free(Trainer *t) {
 
 /* ---- batch ---- */
 
+/* Labels from the loader's json field (classify mode): integers in [0, classes). */
+static Status batch_labels(const Trainer *t, const Loader *l, const Batch *lb, int32_t *labels) {
+    const char *field = t->cfg.data.label_field;
+    for (int64_t i = 0; i < lb->n; i++) {
+        double v = lb->json[i * lb->n_json_fields];
+        const char *shard = loader_shard_url(l, lb->ids[i].shard);
+        if (isnan(v))
+            return addc_error_set(ADDC_ERR_INVALID,
+                                  "data.label_field: sample '%s' of %s has no number '%s' in its json (set "
+                                  "data.label_field to the field that holds the class)",
+                                  lb->keys[i], shard, field);
+        if (!(v >= 0 && v < (double)t->cfg.classes) || v != floor(v))
+            return addc_error_set(ADDC_ERR_INVALID,
+                                  "data.label_field: sample '%s' of %s has %s %g, not a class in 0 .. %lld (classes "
+                                  "%lld)",
+                                  lb->keys[i], shard, field, v, (long long)t->cfg.classes - 1,
+                                  (long long)t->cfg.classes);
+        labels[i] = (int32_t)v;
+    }
+    return ADDC_OK;
+}
+
 Status trainer_next_batch(Trainer *t) {
     if (t->have_batch && t->cfg.data.fixed_batch) return ADDC_OK;
     Batch *lb;
     TRY(loader_next(t->loader, &lb));
     TrainBatch *b = &t->batch;
+    if (t->cfg.mode == TRAIN_MODE_CLASSIFY) TRY(batch_labels(t, t->loader, lb, b->labels));
     int64_t px = b->S * b->S;
     for (int64_t i = 0; i < b->B * px; i++)
         for (int64_t ch = 0; ch < b->C; ch++) b->images[i * b->C + ch] = lb->images[i * 3 + ch];
@@ -253,32 +329,21 @@ Var *batch_images(Ctx *c, const TrainBatch *b) {
 
 static Var *zeros(Ctx *c, int32_t nd, const int64_t *shape) { return var_zeros(c, DTYPE_F32, nd, shape); }
 
-Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCond *out) {
+/* The conditioning of B images with the given captions and time ids (B, 6). */
+static Status condition_build(Ctx *c, Trainer *t, const char *const *captions, int64_t B, Var *time_ids,
+                              TrainCond *out) {
     memset(out, 0, sizeof *out);
-    const TrainBatch *b = &t->batch;
     const UNet2D *u = &t->student->net.unet;
-    int64_t B = b->B;
-    int64_t tshape[2] = {B, 6};
-    out->time_ids = var_leaf(c, tensor_make(b->time_ids, DTYPE_F32, DEVICE_CPU, 2, tshape), false);
+    out->time_ids = time_ids;
     if (t->text) {
         const ClipText *ct = &t->text->net.clip;
         int32_t T = (int32_t)ct->cfg.max_position_embeddings;
         int64_t ishape[2] = {B, T};
         Var *ids = var_new(c, DTYPE_I32, 2, ishape);
         if (!ids) return addc_error_status();
-        float drop[1];
-        for (int64_t i = 0; i < B; i++) {
-            bool empty = uncond;
-            if (!empty && drop_prob > 0) {
-                RngKey k = rng_key((uint64_t)t->cfg.seed, RNG_PURPOSE_DROPOUT, (uint64_t)(t->step * B + i),
-                                   (uint32_t)t->step);
-                rng_fill_uniform(&k, 0, 1, drop);
-                empty = drop[0] < drop_prob;
-            }
-            TRY(clip_tokenizer_tokenize(&t->tokenizer, empty ? "" : b->captions[i], -1,
-                                        (TokenizerClean)t->cfg.text.clean, T, t->pad_id,
-                                        (int32_t *)ids->v.data + i * T));
-        }
+        for (int64_t i = 0; i < B; i++)
+            TRY(clip_tokenizer_tokenize(&t->tokenizer, captions[i], -1, (TokenizerClean)t->cfg.text.clean, T,
+                                        t->pad_id, (int32_t *)ids->v.data + i * T));
         ClipTextOutput o;
         TRY(clip_text_forward(c, ct, ids, &o));
         out->context = t->cfg.text.layer == TEXT_LAYER_LAST ? o.last : o.penultimate;
@@ -302,7 +367,49 @@ Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCo
         out->added.time_ids = out->time_ids;
         out->has_added = true;
     }
-    return out->context ? ADDC_OK : addc_error_status();
+    return out->context && out->time_ids ? ADDC_OK : addc_error_status();
+}
+
+Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCond *out) {
+    const TrainBatch *b = &t->batch;
+    int64_t B = b->B;
+    const char *captions[B];
+    float drop[1];
+    for (int64_t i = 0; i < B; i++) {
+        bool empty = uncond;
+        if (t->text && !empty && drop_prob > 0) {
+            RngKey k = rng_key((uint64_t)t->cfg.seed, RNG_PURPOSE_DROPOUT, (uint64_t)(t->step * B + i),
+                               (uint32_t)t->step);
+            rng_fill_uniform(&k, 0, 1, drop);
+            empty = drop[0] < drop_prob;
+        }
+        captions[i] = empty ? "" : b->captions[i];
+    }
+    int64_t tshape[2] = {B, 6};
+    Var *time_ids = var_leaf(c, tensor_make(b->time_ids, DTYPE_F32, DEVICE_CPU, 2, tshape), false);
+    return condition_build(c, t, captions, B, time_ids, out);
+}
+
+Status text_condition_prompts(Ctx *c, Trainer *t, const char *const *captions, int64_t B, TrainCond *out) {
+    int64_t tshape[2] = {B, 6};
+    Var *time_ids = var_new(c, DTYPE_F32, 2, tshape);
+    if (!time_ids) return addc_error_status();
+    float S = (float)t->cfg.data.size;
+    for (int64_t i = 0; i < B; i++) {
+        float *ti = (float *)time_ids->v.data + 6 * i;
+        ti[0] = ti[1] = ti[4] = ti[5] = S;
+        ti[2] = ti[3] = 0;
+    }
+    return condition_build(c, t, captions, B, time_ids, out);
+}
+
+Var *unet_pred(Ctx *c, const Model *m, Var *z, const int64_t *t, const TrainCond *cond) {
+    if (!z) return NULL;
+    int64_t B = z->v.shape[0];
+    Var *tv = var_new(c, DTYPE_F32, 1, &B);
+    if (!tv) return NULL;
+    for (int64_t b = 0; b < B; b++) ((float *)tv->v.data)[b] = (float)t[b];
+    return unet2d_forward(c, &m->net.unet, z, tv, cond->context, cond->has_added ? &cond->added : NULL);
 }
 
 /* ---- discriminator ---- */
@@ -378,17 +485,82 @@ void trainer_ema_update(Trainer *t) {
     if (t->ema) ema_update(t->ema, t->student->params.data, t->student->params.numel, t->cfg.ema_decay);
 }
 
+void trainer_ema_swap(Trainer *t) {
+    if (!t->ema) return;
+    float *p = t->student->params.data, *e = t->ema;
+    for (int64_t i = 0; i < t->student->params.numel; i++) {
+        float x = p[i];
+        p[i] = e[i];
+        e[i] = x;
+    }
+}
+
 Status trainer_save_student(Trainer *t, const char *path, bool ema) {
     ParamStore *p = &t->student->params;
-    if (!ema) return weights_save(p, path, DTYPE_F32, NULL);
-    size_t bytes = (size_t)p->numel * sizeof(float);
-    float *keep = malloc(bytes);
-    if (!keep) return addc_error_set(ADDC_ERR_NOMEM, "saving the EMA: out of memory");
-    memcpy(keep, p->data, bytes);
-    memcpy(p->data, t->ema, bytes);
+    if (ema) trainer_ema_swap(t);
     Status st = weights_save(p, path, DTYPE_F32, NULL);
-    memcpy(p->data, keep, bytes);
-    free(keep);
+    if (ema) trainer_ema_swap(t);
+    return st;
+}
+
+/* ---- classifier ---- */
+
+int64_t classifier_correct(const Var *logits, const int32_t *labels) {
+    int64_t B = logits->v.shape[0], K = logits->v.shape[1], n = 0;
+    const float *x = logits->v.data;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t best = 0;
+        for (int64_t k = 1; k < K; k++)
+            if (x[b * K + k] > x[b * K + best]) best = k;
+        n += best == labels[b];
+    }
+    return n;
+}
+
+Status trainer_test_accuracy(Trainer *t, int64_t *correct, int64_t *total) {
+    const TrainConfig *c = &t->cfg;
+    *correct = *total = 0;
+    Loader *l = NULL;
+    TRY(loader_open_for(t, true, &l));
+    Arena arena;
+    arena_init(&arena, 16 << 20, 0);
+    Ctx n = ctx_make(&arena, NULL, DEVICE_CPU);
+    int32_t *labels = malloc((size_t)c->eval.batch * sizeof(int32_t));
+    Status st = labels ? ADDC_OK : addc_error_set(ADDC_ERR_NOMEM, "eval: out of memory");
+    bool done = false;
+    while (st == ADDC_OK && !done) {
+        Batch *lb;
+        st = loader_next(l, &lb);
+        if (st != ADDC_OK) {
+            st = addc_error_context(st, "eval.shards %s", c->eval.shards);
+            break;
+        }
+        /* the stream wraps around: the first image of the next epoch ends the pass */
+        int64_t B = 0, left = c->eval.real_max > 0 ? c->eval.real_max - *total : INT64_MAX;
+        while (B < lb->n && B < left && lb->ids[B].epoch == 0) B++;
+        done = B < lb->n || B == left;
+        if (B == 0) break;
+        st = batch_labels(t, l, lb, labels);
+        if (st != ADDC_OK) break;
+        int64_t shape[4] = {B, lb->h, lb->w, c->data.channels};
+        Var *x = var_new(&n, DTYPE_F32, 4, shape);
+        if (!x) {
+            st = addc_error_status();
+            break;
+        }
+        float *dst = x->v.data;
+        for (int64_t i = 0; i < B * lb->h * lb->w; i++)
+            for (int64_t ch = 0; ch < c->data.channels; ch++) dst[i * c->data.channels + ch] = lb->images[i * 3 + ch];
+        Var *features, *logits;
+        st = model_classify(&n, t->student, x, &features, &logits);
+        if (st != ADDC_OK) break;
+        *correct += classifier_correct(logits, labels);
+        *total += B;
+        arena_reset(&arena);
+    }
+    free(labels);
+    arena_free(&arena);
+    loader_free(l);
     return st;
 }
 

@@ -1,7 +1,8 @@
 /* launch/train_setup: everything the training step of launch/train.c calls that is not the
  * algorithm itself: building each role's network from the run config, the batch (images,
- * captions, micro-conditioning), text and image conditioning, the discriminator's features,
- * the optimizer step (warmup, clipping, AdamW, EMA) and saving weights.
+ * captions, micro-conditioning, labels), text and image conditioning, the discriminator's
+ * features, the optimizer step (warmup, clipping, AdamW, EMA), saving weights and, in classify
+ * mode, the test accuracy.
  *
  * One process for now; the distributed issue shards these networks (ARCHITECTURE §5, §9). */
 #ifndef ADDC_LAUNCH_TRAIN_SETUP_H
@@ -31,6 +32,7 @@ typedef struct TrainBatch {
     float *images;   /* (B, S, S, C) in [-1, 1] */
     char **captions; /* (B) */
     float *time_ids; /* (B, 6): original h, w, crop top, left, target h, w (SDXL micro-conditioning) */
+    int32_t *labels; /* (B) classify mode: the class of each image, from data.label_field */
 } TrainBatch;
 
 /* The conditioning of one batch. */
@@ -61,17 +63,25 @@ typedef struct Trainer {
     double teacher_sumsq; /* at setup: the teacher must not change */
 } Trainer;
 
-/* Builds every network the mode needs, loads or initialises their weights, opens the loader. */
+/* Builds every network the mode needs, loads or initialises their weights, opens the loader.
+ * Classify mode: the student (any model with a classifier head of `classes` labels) alone. */
 Status trainer_init(Trainer *t, const TrainConfig *cfg);
 void trainer_free(Trainer *t);
 
-/* The next batch (the same one again with data.fixed_batch). */
+/* The next batch (the same one again with data.fixed_batch). Classify mode: a sample whose json
+ * lacks data.label_field, or whose label is not an integer in [0, classes), is an error that names
+ * the sample, its shard and the value. */
 Status trainer_next_batch(Trainer *t);
 /* The batch's images as a leaf Var (B, S, S, C), no gradient. */
 Var *batch_images(Ctx *c, const TrainBatch *b);
 /* The batch's conditioning (frozen text encoder, no tape). drop_prob > 0 replaces captions by ""
  * with a draw keyed by (seed, DROPOUT, sample, step). uncond: every caption "" (teacher CFG). */
 Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCond *out);
+/* The conditioning of B images captioned captions[0 .. B) (sample grids), time ids
+ * (S, S, 0, 0, S, S) for data.size S. */
+Status text_condition_prompts(Ctx *c, Trainer *t, const char *const *captions, int64_t B, TrainCond *out);
+/* The UNet m's raw output (epsilon or v) at latents z (B, h, w, c), timesteps t (B). */
+Var *unet_pred(Ctx *c, const Model *m, Var *z, const int64_t *t, const TrainCond *cond);
 
 /* The discriminator heads' inputs for images (B, S, S, C): the feature network's taps read out
  * as (B, N, D) tokens (CLS added to every patch), one per head. Taped when c has a tape. */
@@ -89,10 +99,19 @@ double optimizer_lr(const Optimizer *o);
 double optimizer_step(Optimizer *o);
 /* ema = decay ema + (1 - decay) student */
 void trainer_ema_update(Trainer *t);
+/* Exchanges the student's weights and the EMA (no effect without one); twice restores both exactly. */
+void trainer_ema_swap(Trainer *t);
 
 /* The student's weights (or, with ema, its EMA) as a diffusers-layout safetensors file. */
 Status trainer_save_student(Trainer *t, const char *path, bool ema);
 /* Sum of squares of the teacher's weights (0 without a teacher). */
 double trainer_teacher_sumsq(const Trainer *t);
+
+/* Rows of logits (B, K) whose arg max is the label. */
+int64_t classifier_correct(const Var *logits, const int32_t *labels);
+/* Classify mode: the student's (current weights') correct predictions over eval.shards, read in
+ * file order (no shuffle, no flip, centre crop) once through, or the first eval.real_max images;
+ * eval.batch images per call, no tape, an arena of its own. */
+Status trainer_test_accuracy(Trainer *t, int64_t *correct, int64_t *total);
 
 #endif

@@ -5,8 +5,14 @@
  *   - ADD mode runs a few steps: finite G and D losses in metrics.jsonl, the run directory holds
  *     command.txt, config.yaml (which `addc train` reads back) and student.safetensors; the
  *     student's weights moved away from the teacher's, and the teacher's did not change;
- *   - the same seed gives bit-identical metrics twice;
- *   - bad configs fail with a message naming the key.
+ *   - the same seed gives bit-identical metrics twice, one of the two runs writing sample grids
+ *     (which must change nothing); the grids are PNGs of rows x blocks x images plus gaps; so in
+ *     diffusion mode with an EMA (the grid samples the EMA, swapped in and back);
+ *   - classify mode trains a tiny DINOv2 classifier: the loss drops, batch and test accuracy
+ *     are reported, the test pass reads every test image once; a tiny convnet runs too;
+ *   - bad configs fail with a message naming the key (a label field the json lacks, a
+ *     classifier with the wrong number of labels, test shards that do not exist (before
+ *     training), an unknown key, a missing role).
  * Skips (77) without the Fashion-MNIST files. */
 #include <math.h>
 #include <stdlib.h>
@@ -21,7 +27,9 @@ static char addc[1024], tmp[256], cmdbuf[12288];
 static const char *src = ADDC_SOURCE_DIR;
 
 static int run(const char *args, const char *log) {
-    snprintf(cmdbuf, sizeof cmdbuf, "cd %s && ADDC_THREADS=2 %s %s > %s/%s 2>&1", src, addc, args, tmp, log);
+    const char *threads = getenv("ADDC_THREADS");
+    snprintf(cmdbuf, sizeof cmdbuf, "cd %s && ADDC_THREADS=%s %s %s > %s/%s 2>&1", src, threads ? threads : "2", addc,
+             args, tmp, log);
     int rc = system(cmdbuf);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
@@ -103,10 +111,56 @@ static double max_abs_diff(const char *a_path, const char *b_path, int *n_tensor
     return d;
 }
 
+/* A PNG's IHDR: width, height, bit depth, colour type (0 gray, 2 RGB); false if not a PNG. */
+static bool png_header(const char *path, int64_t *w, int64_t *h, int *depth, int *color) {
+    unsigned char b[26];
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    if (n != sizeof b || memcmp(b, "\x89PNG\r\n\x1a\n", 8) || memcmp(b + 12, "IHDR", 4)) return false;
+    *w = (int64_t)b[16] << 24 | b[17] << 16 | b[18] << 8 | b[19];
+    *h = (int64_t)b[20] << 24 | b[21] << 16 | b[22] << 8 | b[23];
+    *depth = b[24];
+    *color = b[25];
+    return true;
+}
+
+static void check_grid(const char *run_dir, int64_t step, int64_t want_w, int64_t want_h) {
+    char p[600];
+    int64_t w = 0, h = 0;
+    int depth = 0, color = -1;
+    snprintf(p, sizeof p, "%s/samples/step-%07lld.png", run_dir, (long long)step);
+    bool ok = png_header(p, &w, &h, &depth, &color);
+    printf("grid %s: %lld x %lld, depth %d, colour type %d\n", p, (long long)w, (long long)h, depth, color);
+    CHECK(ok && w == want_w && h == want_h && depth == 8 && color == 0,
+          "grid %s: %s, %lld x %lld (want %lld x %lld gray)", p, ok ? "PNG" : "missing or not a PNG", (long long)w,
+          (long long)h, (long long)want_w, (long long)want_h);
+}
+
+static void check_same_metrics(const char *a_dir, const char *b_dir, const char *what) {
+    char *m0 = metrics_untimed(a_dir), *m1 = metrics_untimed(b_dir);
+    CHECK(m0 && m1 && m0[0] && !strcmp(m0, m1), "%s: different metrics:\n%s---\n%s", what, m0 ? m0 : "", m1 ? m1 : "");
+    free(m0);
+    free(m1);
+}
+
+/* runs addc with args, expects a failure whose output names every one of the words */
+static void check_refused(const char *args, const char *log, const char *what, const char *const *words, int n) {
+    char p[600];
+    CHECK(run(args, log) != 0, "%s was accepted", what);
+    snprintf(p, sizeof p, "%s/%s", tmp, log);
+    char *msg = slurp(p);
+    printf("%s: %s", what, msg ? msg : "(none)\n");
+    for (int i = 0; i < n; i++)
+        CHECK(msg && strstr(msg, words[i]), "%s: the message does not say '%s'", what, words[i]);
+    free(msg);
+}
+
 #define COMMON                                                                                                   \
     "data.shards=%s/fm/fmnist-train-{000000..000001}.tar data.size=16 data.channels=1 data.threads=1 "            \
     "data.shuffle=32 batch=8 codec.kind=unshuffle text.source=none student.config=configs/models/tiny_unet.yaml " \
-    "log_every=0"
+    "log_every=0 sample.every=0"
 
 int main(void) {
     if (access(FMNIST_DEFAULT_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0) {
@@ -121,7 +175,7 @@ int main(void) {
     snprintf(tmp, sizeof tmp, "/tmp/addc_test_train_%d", (int)getpid());
     char fm[300], a[8192], p[600], q[600];
     snprintf(fm, sizeof fm, "%s/fm", tmp);
-    FmnistOptions fo = {.out_dir = fm, .limit = 64, .per_shard = 32, .train = true};
+    FmnistOptions fo = {.out_dir = fm, .limit = 64, .per_shard = 32, .train = true, .test = true};
     FmnistResult fr;
     CHECK_OK(shards_fmnist(&fo, &fr));
 
@@ -153,8 +207,12 @@ int main(void) {
              " steps=3 teacher.config=configs/models/tiny_unet.yaml teacher.weights=%s/diff/student.safetensors "
              "heads.overrides=[c_dim=0] loss.prediction=epsilon loss.schedule.zero_terminal_snr=false save_every=2",
              tmp, tmp);
-    for (int r = 0; r < 2; r++) {
-        snprintf(a, sizeof a, "%s --run-dir %s/add%d", add_args, tmp, r);
+    for (int r = 0; r < 2; r++) { /* run 1 writes grids at steps 2 and 3: 2 rows, 3 blocks of 2 images */
+        snprintf(a, sizeof a, "%s%s --run-dir %s/add%d", add_args,
+                 r ? " sample.every=2 sample.prompts=[shirt,shoe] sample.per_prompt=2 sample.student_steps=[1,2] "
+                     "sample.teacher_steps=2 sample.teacher_sampler=euler_a"
+                   : "",
+                 tmp, r);
         CHECK(run(a, r ? "add1.log" : "add0.log") == 0, "ADD run %d failed: see %s/add%d.log", r, tmp, r);
     }
     double lg[8], ld[8], r1[8], t0[2], t1[2];
@@ -182,13 +240,34 @@ int main(void) {
     CHECK(cmd && strstr(cmd, "toy_add.yaml") && strstr(cmd, "--run-dir"), "command.txt lacks the command line");
     free(cmd);
 
-    /* 3. bit-identical metrics with the same seed */
+    /* 3. bit-identical metrics with the same seed, with and without grids; the grids' size */
     snprintf(p, sizeof p, "%s/add0", tmp);
     snprintf(q, sizeof q, "%s/add1", tmp);
-    char *m0 = metrics_untimed(p), *m1 = metrics_untimed(q);
-    CHECK(m0 && m1 && !strcmp(m0, m1), "same seed, different metrics:\n%s---\n%s", m0 ? m0 : "", m1 ? m1 : "");
-    free(m0);
-    free(m1);
+    check_same_metrics(p, q, "ADD, same seed, grids off and on");
+    check_grid(q, 2, 3 * 2 * 16 + 2 * 4, 2 * 16);
+    check_grid(q, 3, 3 * 2 * 16 + 2 * 4, 2 * 16);
+    snprintf(p, sizeof p, "%s/add0/samples", tmp);
+    CHECK(access(p, F_OK) != 0, "a run without sample.every made %s", p);
+    snprintf(p, sizeof p, "%s/add1.log", tmp);
+    char *log1 = slurp(p);
+    CHECK(log1 && strstr(log1, "sample grid") && strstr(log1, "step-0000002.png"), "no log line for the grid");
+    free(log1);
+
+    /* diffusion mode: the grid samples the EMA (swapped in and back) with the teacher sampler */
+    for (int r = 0; r < 2; r++) {
+        snprintf(a, sizeof a,
+                 "train configs/train/toy_teacher.yaml " COMMON
+                 " steps=4 ema_decay=0.5 loss.prediction=epsilon loss.schedule.zero_terminal_snr=false%s "
+                 "--mode diffusion --run-dir %s/dg%d",
+                 tmp, r ? " sample.every=2 sample.prompts=[bag] sample.per_prompt=3 sample.teacher_steps=2" : "", tmp,
+                 r);
+        CHECK(run(a, r ? "dg1.log" : "dg0.log") == 0, "diffusion grid run %d failed: see %s/dg%d.log", r, tmp, r);
+    }
+    snprintf(p, sizeof p, "%s/dg0", tmp);
+    snprintf(q, sizeof q, "%s/dg1", tmp);
+    check_same_metrics(p, q, "diffusion with EMA, grids off and on");
+    check_grid(q, 2, 3 * 16, 16);
+    check_grid(q, 4, 3 * 16, 16);
 
     /* 4. the written config reads back and runs */
     snprintf(a, sizeof a, "train %s/add0/config.yaml steps=1 --run-dir %s/again", tmp, tmp);
@@ -201,7 +280,81 @@ int main(void) {
     free(c0);
     free(c1);
 
-    /* 5. bad configs: a clear message naming the key */
+    /* 5. classify mode: a tiny DINOv2 (16x16 gray, 4x4 patches, width 16) on the labels; the test
+     *    pass in batches of 20 over 64 images ends inside a batch, where the stream wraps around */
+    const char *cls_args =
+        "train configs/train/toy_feature.yaml data.shards=%s/fm/fmnist-train-{000000..000001}.tar data.size=16 "
+        "data.threads=1 data.shuffle=32 batch=16 steps=60 log_every=10 save_every=0 ema_decay=0.9 opt_g.lr=3e-3 "
+        "opt_g.warmup=0 opt_g.weight_decay=0 student.overrides=[hidden_size=16,num_attention_heads=2,image_size=16,"
+        "input_size=16] eval.shards=%s/fm/fmnist-test-{000000..000001}.tar eval.batch=20";
+    snprintf(a, sizeof a, cls_args, tmp, tmp);
+    snprintf(a + strlen(a), sizeof a - strlen(a), " --run-dir %s/cls", tmp);
+    CHECK(run(a, "cls.log") == 0, "classify run failed: see %s/cls.log", tmp);
+    double closs[64], cacc[64], tacc[2] = {-1, -1}, tn[2] = {0, 0}, tema[2] = {-1, -1};
+    snprintf(p, sizeof p, "%s/cls/metrics.jsonl", tmp);
+    int nl = jsonl_values(p, "loss", closs, 64), na = jsonl_values(p, "accuracy", cacc, 64);
+    CHECK(nl == 60 && na == 60, "classify: %d loss and %d accuracy lines, want 60", nl, na);
+    if (nl == 60 && na == 60) {
+        double first = 0, last = 0, acc_first = 0, acc_last = 0;
+        for (int i = 0; i < 10; i++) {
+            first += closs[i] / 10, last += closs[50 + i] / 10;
+            acc_first += cacc[i] / 10, acc_last += cacc[50 + i] / 10;
+            CHECK(cacc[i] >= 0 && cacc[i] <= 1 && cacc[50 + i] >= 0 && cacc[50 + i] <= 1, "accuracy not in [0, 1]");
+        }
+        printf("classify: mean loss steps 1-10 %.4f, 51-60 %.4f; batch accuracy %.3f -> %.3f\n", first, last,
+               acc_first, acc_last);
+        CHECK(last < 0.8 * first, "classify loss did not drop by 20%%: %.4f -> %.4f", first, last);
+        CHECK(acc_last > acc_first, "classify batch accuracy did not rise: %.3f -> %.3f", acc_first, acc_last);
+    }
+    CHECK(jsonl_values(p, "test_accuracy", tacc, 2) == 1 && jsonl_values(p, "test_images", tn, 2) == 1 &&
+              jsonl_values(p, "test_accuracy_ema", tema, 2) == 1,
+          "classify: no test accuracy in the final metrics line");
+    printf("classify: test accuracy %.3f (EMA %.3f) over %.0f images\n", tacc[0], tema[0], tn[0]);
+    CHECK(tn[0] == 64, "the test pass read %.0f images, want all 64 once", tn[0]);
+    CHECK(tacc[0] <= 1 && tacc[0] > 0.2, "test accuracy %.3f: not clearly above chance (0.1)", tacc[0]);
+    snprintf(p, sizeof p, "%s/cls.log", tmp);
+    char *clog = slurp(p);
+    CHECK(clog && strstr(clog, "acc ") && strstr(clog, "test accuracy"), "classify: no accuracy in the output");
+    free(clog);
+    snprintf(p, sizeof p, "%s/cls/student_ema.safetensors", tmp);
+    CHECK(access(p, R_OK) == 0, "classify: no EMA weights written");
+    char *cfg_back = NULL;
+    snprintf(p, sizeof p, "%s/cls/config.yaml", tmp);
+    cfg_back = slurp(p);
+    CHECK(cfg_back && strstr(cfg_back, "mode: classify") && strstr(cfg_back, "label_field: \"label\""),
+          "classify: config.yaml lacks the mode or label field");
+    free(cfg_back);
+
+    /* the convnet (the evaluation network) trains in the same mode */
+    snprintf(a, sizeof a,
+             "train configs/train/toy_evalnet.yaml data.shards=%s/fm/fmnist-train-{000000..000001}.tar data.size=16 "
+             "data.threads=1 data.shuffle=32 batch=8 steps=3 log_every=0 save_every=0 "
+             "'student.overrides=[\"widths=[8, 16]\", norm_num_groups=4, image_size=16]' "
+             "eval.shards=%s/fm/fmnist-test-{000000..000001}.tar --run-dir %s/cnn",
+             tmp, tmp, tmp);
+    CHECK(run(a, "cnn.log") == 0, "classify run of the convnet failed: see %s/cnn.log", tmp);
+    snprintf(p, sizeof p, "%s/cnn/metrics.jsonl", tmp);
+    CHECK(jsonl_values(p, "accuracy", cacc, 64) == 3 && jsonl_values(p, "test_images", tn, 2) == 1 && tn[0] == 64,
+          "convnet: no per-step accuracy or test pass in %s", p);
+
+    /* classify mode refuses: a label field the json lacks, a head of the wrong size, text */
+    snprintf(a, sizeof a, cls_args, tmp, tmp);
+    snprintf(a + strlen(a), sizeof a - strlen(a), " data.label_field=labl eval.shards= --run-dir %s/bad", tmp);
+    check_refused(a, "bad_label.log", "missing label field", (const char *[]){"data.label_field", "labl"}, 2);
+    snprintf(a, sizeof a, cls_args, tmp, tmp);
+    snprintf(a + strlen(a), sizeof a - strlen(a), " data.label_field=index eval.shards= --run-dir %s/bad", tmp);
+    check_refused(a, "bad_label2.log", "label out of range", (const char *[]){"index", "not a class in 0 .. 9"}, 2);
+    snprintf(a, sizeof a, cls_args, tmp, tmp);
+    snprintf(a + strlen(a), sizeof a - strlen(a), " classes=5 --run-dir %s/bad", tmp);
+    check_refused(a, "bad_classes.log", "wrong num_labels", (const char *[]){"num_labels 10", "classes is 5"}, 2);
+    snprintf(a, sizeof a, cls_args, tmp, tmp);
+    snprintf(a + strlen(a), sizeof a - strlen(a), " text.source=encoder --run-dir %s/bad", tmp);
+    check_refused(a, "bad_text.log", "classify with text", (const char *[]){"text.source"}, 1);
+    snprintf(a, sizeof a, cls_args, tmp, tmp);
+    snprintf(a + strlen(a), sizeof a - strlen(a), " eval.shards=%s/nope.tar --run-dir %s/bad", tmp, tmp);
+    check_refused(a, "bad_eval.log", "missing test shards", (const char *[]){"eval.shards", "nope.tar"}, 2);
+
+    /* 6. bad configs: a clear message naming the key */
     snprintf(a, sizeof a, "train configs/train/toy_add.yaml " COMMON " opt_g.lrr=1 --run-dir %s/bad", tmp, tmp);
     CHECK(run(a, "bad1.log") != 0, "an unknown key was accepted");
     snprintf(p, sizeof p, "%s/bad1.log", tmp);
