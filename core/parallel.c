@@ -1,5 +1,7 @@
 /* core/parallel: persistent pthread pool (see parallel.h). Workers sleep on a condition
- * variable between loops; a loop hands every worker the same job and a chunk index. */
+ * variable between loops; a loop publishes one job, everyone (the caller too) takes chunks of
+ * it, and the caller waits for the chunks to finish, not for every worker to wake: on an
+ * oversubscribed machine a descheduled worker costs nothing. */
 #include "core/parallel.h"
 
 #include <pthread.h>
@@ -17,13 +19,13 @@ static struct {
     int nthreads;  /* including the caller */
     int nworkers;  /* started threads */
     int64_t generation;
-    int pending;
     /* current job */
     ParallelFn fn;
     void *ctx;
     int64_t n, chunk;
     int nchunks;
-    int next_chunk;
+    int next_chunk;  /* next chunk to hand out */
+    int done_chunks; /* chunks finished */
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
           .start = PTHREAD_COND_INITIALIZER,
           .done = PTHREAD_COND_INITIALIZER};
@@ -32,15 +34,26 @@ static _Thread_local int in_parallel;
 static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER; /* one loop at a time */
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
+/* Takes chunks of the current job until none is left. The job is read under the lock with the
+ * chunk, so a worker that wakes late (the machine is oversubscribed) finds nothing left, or
+ * the next job, and never a stale one; the caller waits for chunks, not for workers. */
 static void run_chunks(void) {
     for (;;) {
         pthread_mutex_lock(&pool.mu);
-        int c = pool.next_chunk < pool.nchunks ? pool.next_chunk++ : -1;
-        pthread_mutex_unlock(&pool.mu);
-        if (c < 0) return;
+        if (pool.next_chunk >= pool.nchunks) {
+            pthread_mutex_unlock(&pool.mu);
+            return;
+        }
+        int c = pool.next_chunk++;
+        ParallelFn fn = pool.fn;
+        void *ctx = pool.ctx;
         int64_t b = (int64_t)c * pool.chunk;
         int64_t e = b + pool.chunk < pool.n ? b + pool.chunk : pool.n;
-        pool.fn(pool.ctx, b, e);
+        pthread_mutex_unlock(&pool.mu);
+        fn(ctx, b, e);
+        pthread_mutex_lock(&pool.mu);
+        if (++pool.done_chunks == pool.nchunks) pthread_cond_signal(&pool.done);
+        pthread_mutex_unlock(&pool.mu);
     }
 }
 
@@ -54,9 +67,6 @@ static void *worker(void *arg) {
         seen = pool.generation;
         pthread_mutex_unlock(&pool.mu);
         run_chunks();
-        pthread_mutex_lock(&pool.mu);
-        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
-        pthread_mutex_unlock(&pool.mu);
     }
     return NULL;
 }
@@ -121,7 +131,7 @@ void parallel_for(int64_t n, int64_t grain, ParallelFn fn, void *ctx) {
     pool.chunk = (n + nchunks - 1) / nchunks;
     pool.nchunks = (int)((n + pool.chunk - 1) / pool.chunk);
     pool.next_chunk = 0;
-    pool.pending = pool.nworkers; /* every started worker wakes on a new generation */
+    pool.done_chunks = 0;
     pool.generation++;
     pthread_cond_broadcast(&pool.start);
     pthread_mutex_unlock(&pool.mu);
@@ -129,7 +139,7 @@ void parallel_for(int64_t n, int64_t grain, ParallelFn fn, void *ctx) {
     run_chunks();
     in_parallel = 0;
     pthread_mutex_lock(&pool.mu);
-    while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.mu);
+    while (pool.done_chunks < pool.nchunks) pthread_cond_wait(&pool.done, &pool.mu);
     pthread_mutex_unlock(&pool.mu);
     pthread_mutex_unlock(&pool_busy);
 }
