@@ -12,20 +12,17 @@
 #include "launch/cli.h"
 #include "nn/forward.h"
 
-const GeneratorKeys generator_keys_cli = {"--model", "--weights", "--vae", "--vae-weights", "--text-encoder",
-                                          "--text-weights", "--size"};
+const GeneratorKeys generator_keys_cli = {"--model", "--weights", "--vae", "--vae-weights", "--size"};
 static const GeneratorKeys keys_student = {"student.config", "student.weights", "codec.vae.config",
-                                           "codec.vae.weights", "text.encoder.config", "text.encoder.weights",
-                                           "data.size"};
+                                           "codec.vae.weights", "data.size"};
 static const GeneratorKeys keys_teacher = {"teacher.config", "teacher.weights", "codec.vae.config",
-                                           "codec.vae.weights", "text.encoder.config", "text.encoder.weights",
-                                           "data.size"};
+                                           "codec.vae.weights", "data.size"};
 
 void generator_options_default(GeneratorOptions *o) {
     memset(o, 0, sizeof *o);
     o->codec = LATENT_CODEC_UNSHUFFLE;
     o->latent_scale = 1;
-    o->clean = TOKENIZER_CLEAN_HF;
+    text_cond_options_default(&o->text, &text_cond_keys_cli);
     o->schedule = (ScheduleConfig){SCHEDULE_SCALED_LINEAR, 1000, 0.00085, 0.012, false, 0x1p-24};
     o->prediction = PREDICTION_EPSILON;
     o->keys = generator_keys_cli;
@@ -56,13 +53,8 @@ Status generator_options_from_train(GeneratorOptions *o, const TrainConfig *cfg,
     o->codec = (LatentCodecKind)cfg->codec.kind;
     if (o->codec == LATENT_CODEC_VAE) net_from_train(&o->vae, &cfg->codec.vae);
     o->latent_scale = o->codec == LATENT_CODEC_VAE ? 1 : cfg->codec.scale;
-    if (cfg->text.source == TEXT_SOURCE_ENCODER) {
-        net_from_train(&o->text, &cfg->text.encoder);
-        /* the default vocabulary is also found in the addc checkout (cli_tokenizer_open) */
-        o->tokenizer = strcmp(cfg->text.tokenizer, CLI_DEFAULT_VOCAB) ? cfg->text.tokenizer : NULL;
-        o->clean = (TokenizerClean)cfg->text.clean;
-        o->text_last = cfg->text.layer == TEXT_LAYER_LAST;
-    }
+    text_cond_options_from_train(&o->text, &cfg->text);
+    o->embeddings_by_caption = true;
     o->schedule = cfg->loss.schedule;
     o->prediction = cfg->loss.prediction;
     o->h = o->w = cfg->data.size;
@@ -80,46 +72,6 @@ static Status net_build(Model *m, const GeneratorNet *n, const char *key, const 
     bool fresh = !n->weights || !n->weights[0];
     st = fresh ? forward_weights_random(m, n->seed) : forward_weights_load(m, n->weights, NULL, NULL);
     return st == ADDC_OK ? st : addc_error_context(st, "%s %s", wkey, fresh ? "(fresh)" : n->weights);
-}
-
-/* Reads the precomputed conditioning into memory and checks its shapes against the UNet. */
-static Status embeddings_load(Generator *g, int64_t context_width, int64_t pooled_width) {
-    const char *path = g->opt.embeddings;
-    SafeTensors f;
-    TRY(safetensors_open(&f, path));
-    const StTensor *e = safetensors_find(&f, "encoder_hidden_states"), *te = safetensors_find(&f, "text_embeds");
-    Status st = ADDC_OK;
-    if (!e || e->ndim != 3)
-        st = addc_error_set(ADDC_ERR_INVALID, "%s needs encoder_hidden_states (P, T, D)", path);
-    else if (e->shape[2] != context_width)
-        st = addc_error_set(ADDC_ERR_INVALID, "the text context is %lld wide; the UNet's cross_attention_dim is %lld",
-                            (long long)e->shape[2], (long long)context_width);
-    else if (te && (te->ndim != 2 || te->shape[0] != e->shape[0]))
-        st = addc_error_set(ADDC_ERR_INVALID, "%s: text_embeds must be (P, Dt) with P = %lld", path,
-                            (long long)e->shape[0]);
-    else if (te && pooled_width && te->shape[1] != pooled_width)
-        st = addc_error_set(ADDC_ERR_INVALID, "%s: text_embeds are %lld wide; the UNet's text_time embedding takes %lld",
-                            path, (long long)te->shape[1], (long long)pooled_width);
-    if (st == ADDC_OK) {
-        g->n_embeddings = e->shape[0];
-        g->emb_T = e->shape[1];
-        g->emb_D = e->shape[2];
-        g->emb_Dt = te && pooled_width ? te->shape[1] : 0;
-        int64_t n = g->n_embeddings * g->emb_T * g->emb_D, np = g->n_embeddings * g->emb_Dt;
-        g->emb_context = malloc((size_t)n * sizeof(float));
-        g->emb_pooled = np ? malloc((size_t)np * sizeof(float)) : NULL;
-        if (!g->emb_context || (np && !g->emb_pooled))
-            st = addc_error_set(ADDC_ERR_NOMEM, "embeddings %s: out of memory", path);
-        if (st == ADDC_OK) st = safetensors_read_f32(e, g->emb_context, n);
-        if (st == ADDC_OK && np) st = safetensors_read_f32(te, g->emb_pooled, np);
-    }
-    safetensors_close(&f);
-    return st;
-}
-
-/* The width of the pooled text vector SDXL's text_time embedding takes (0 without it). */
-static int64_t unet_pooled_width(const UNet2D *u) {
-    return u->has_add_embedding ? u->cfg.projection_class_embeddings_input_dim - 6 * u->cfg.addition_time_embed_dim : 0;
 }
 
 Status generator_init(Generator *g, const GeneratorOptions *opt) {
@@ -154,28 +106,8 @@ Status generator_init(Generator *g, const GeneratorOptions *opt) {
     g->oh = opt->oh ? opt->oh : g->h;
     g->ow = opt->ow ? opt->ow : g->w;
 
-    int64_t P = unet_pooled_width(&g->unet.net.unet);
-    if (opt->text.config && opt->embeddings)
-        return addc_error_set(ADDC_ERR_INVALID, "a text encoder or precomputed embeddings, not both");
-    if (opt->text.config) {
-        g->has_text = true;
-        TRY(net_build(&g->text, &opt->text, k->text, k->text_weights, MODEL_CLIP_TEXT));
-        TRY(cli_tokenizer_open(opt->tokenizer, &g->tok));
-        g->has_tok = true;
-        const ClipText *ct = &g->text.net.clip;
-        g->pad_id = clip_tokenizer_token_id(&g->tok, ct->cfg.pad_token);
-        if (g->pad_id < 0)
-            return addc_error_set(ADDC_ERR_INVALID, "%s: pad_token '%s' is not in the vocabulary", opt->text.config,
-                                  ct->cfg.pad_token);
-        if (ct->cfg.hidden_size != u->cross_attention_dim)
-            return addc_error_set(ADDC_ERR_INVALID, "the text context is %lld wide; the UNet's cross_attention_dim is %lld",
-                                  (long long)ct->cfg.hidden_size, (long long)u->cross_attention_dim);
-        int64_t pw = ct->text_projection.weight ? ct->cfg.projection_dim : ct->cfg.hidden_size;
-        if (P && pw != P)
-            return addc_error_set(ADDC_ERR_INVALID, "the pooled text is %lld wide; the UNet's text_time embedding takes %lld",
-                                  (long long)pw, (long long)P);
-    }
-    if (opt->embeddings) TRY(embeddings_load(g, u->cross_attention_dim, P));
+    TRY(text_cond_init(&g->text, &opt->text));
+    TRY(text_cond_check_unet(&g->text, &g->unet.net.unet));
     TRY(noise_schedule_init(&g->schedule, &opt->schedule));
     /* no tape: every block is a memory scope that keeps only its output */
     model_set_checkpointing(&g->unet, true);
@@ -184,10 +116,7 @@ Status generator_init(Generator *g, const GeneratorOptions *opt) {
 }
 
 void generator_free(Generator *g) {
-    free(g->emb_context);
-    free(g->emb_pooled);
-    if (g->has_tok) clip_tokenizer_free(&g->tok);
-    if (g->has_text) model_free(&g->text);
+    text_cond_free(&g->text);
     if (g->has_vae) model_free(&g->vae);
     model_free(&g->unet);
     memset(g, 0, sizeof *g);
@@ -211,31 +140,14 @@ typedef struct GenCall {
 static Status condition(Ctx *c, const Generator *g, const char *prompt, int64_t row, int64_t B, bool uncond,
                         Var **context, Var **pooled) {
     const UNet2D *un = &g->unet.net.unet;
-    int64_t P = unet_pooled_width(un);
+    int64_t P = text_cond_unet_pooled_width(un);
     Var *ctx1 = NULL, *pool1 = NULL;
-    if (g->has_text) {
-        const ClipText *ct = &g->text.net.clip;
-        int64_t shape[2] = {1, ct->cfg.max_position_embeddings};
-        Var *ids = var_new(c, DTYPE_I32, 2, shape);
-        if (!ids) return addc_error_status();
-        TRY(clip_tokenizer_tokenize(&g->tok, uncond || !prompt ? "" : prompt, -1, g->opt.clean, (int32_t)shape[1],
-                                    g->pad_id, ids->v.data));
-        ClipTextOutput o;
-        TRY(clip_text_forward(c, ct, ids, &o));
-        ctx1 = g->opt.text_last ? o.last : o.penultimate;
-        pool1 = o.text_embeds ? o.text_embeds : o.pooled;
-    } else if (g->n_embeddings) {
-        if (row < 0 || row >= g->n_embeddings)
-            return addc_error_set(ADDC_ERR_INVALID, "embedding row %lld of %lld", (long long)row, (long long)g->n_embeddings);
-        int64_t cs[3] = {1, g->emb_T, g->emb_D};
-        ctx1 = var_new(c, DTYPE_F32, 3, cs);
-        if (!ctx1) return addc_error_status();
-        memcpy(ctx1->v.data, g->emb_context + row * g->emb_T * g->emb_D, (size_t)(g->emb_T * g->emb_D) * sizeof(float));
-        if (g->emb_pooled) {
-            int64_t ps[2] = {1, g->emb_Dt};
-            if (!(pool1 = var_new(c, DTYPE_F32, 2, ps))) return addc_error_status();
-            memcpy(pool1->v.data, g->emb_pooled + row * g->emb_Dt, (size_t)g->emb_Dt * sizeof(float));
-        }
+    const TextCond *tc = &g->text;
+    const char *caption = uncond || !prompt ? "" : prompt;
+    if (tc->kind == TEXT_COND_EMBEDDINGS && !g->opt.embeddings_by_caption) {
+        TRY(text_cond_rows(c, tc, &row, 1, &ctx1, &pool1));
+    } else if (tc->kind != TEXT_COND_NONE) {
+        TRY(text_cond_encode(c, tc, &caption, 1, &ctx1, &pool1));
     } else {
         int64_t cs[3] = {1, 1, un->cfg.cross_attention_dim};
         ctx1 = var_zeros(c, DTYPE_F32, 3, cs);
@@ -279,7 +191,9 @@ Status generator_run(Generator *g, Ctx *c, const char *prompt, int64_t row, int6
                      uint64_t first_index, const SamplerConfig *sampler, double cfg_scale, Var **images) {
     *images = NULL;
     if (B < 1) return addc_error_set(ADDC_ERR_INVALID, "generate: batch %lld", (long long)B);
-    if (cfg_scale != 1 && !g->has_text)
+    bool by_caption = g->text.kind == TEXT_COND_ENCODER ||
+                      (g->text.kind == TEXT_COND_EMBEDDINGS && g->opt.embeddings_by_caption);
+    if (cfg_scale != 1 && !by_caption)
         return addc_error_set(ADDC_ERR_INVALID, "classifier-free guidance (cfg %g) needs a text encoder (the empty prompt)",
                               cfg_scale);
     GenCall k = {g, {NULL, NULL}, {NULL, NULL}, NULL, cfg_scale};

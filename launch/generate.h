@@ -1,14 +1,17 @@
 /* launch/generate: images from a UNet, the machinery behind `addc sample` (launch/sample.c) and
  * `addc eval` (launch/eval.c). A Generator holds the UNet and its weights, the latent codec (VAE,
- * the toy's 2x2 pixel unshuffle or none), the text conditioning (tokenizer + CLIP text encoder,
- * precomputed embeddings, or none), the noise schedule and the UNet's prediction type; each
- * generator_run call samples one batch for one prompt with any sampler of losses/samplers.h.
+ * the toy's 2x2 pixel unshuffle or none), the text conditioning (launch/text_cond.h: tokenizer +
+ * one or two CLIP text encoders, precomputed embeddings, or none), the noise schedule and the
+ * UNet's prediction type; each generator_run call samples one batch for one prompt with any
+ * sampler of losses/samplers.h.
  *
- * Conditioning is built as launch/train_setup.c builds it in training: the text encoder's
- * penultimate (or last) hidden states as the context, its projected (or pooled) end-of-text row
- * for SDXL's text_time embedding, with time ids (original h, w, crop 0, 0, target h, w); no text:
- * a zero context and zero pooled vector. Classifier-free guidance is u + w (c - u) with the empty
- * prompt as u.
+ * Conditioning is training's (launch/text_cond.h, the same code): the encoders' penultimate (or
+ * last) hidden states as the context (two encoders: concatenated), the pooled vector (two: the
+ * second's) for SDXL's text_time embedding, with time ids (original h, w, crop 0, 0, target h, w);
+ * no text: a zero context and zero pooled vector. The prompt is encoded once and broadcast to the
+ * batch. Embeddings are read by row (addc sample --embeddings: prompt p is row p) or, with
+ * embeddings_by_caption (a run config's text.source embeddings), by the prompt's caption.
+ * Classifier-free guidance is u + w (c - u) with the empty prompt as u.
  *
  * Noise: image b of a call draws from (seed, RNG_PURPOSE_SAMPLE, first_index + b, draw), so an
  * image depends on its seed, its global index and the latent shape, never on the batch it was
@@ -19,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "launch/text_cond.h"
 #include "launch/train_config.h"
 #include "losses/samplers.h"
 #include "nn/latent.h"
@@ -26,21 +30,15 @@
 #include "nn/safetensors.h"
 #include "nn/tokenizer.h"
 
-#define GENERATOR_MAX_OVERRIDES 32
+#define GENERATOR_MAX_OVERRIDES NET_SPEC_MAX_OVERRIDES
 
 /* One network of the generator: its model YAML, overrides, and weights. */
-typedef struct GeneratorNet {
-    const char *config;                              /* model YAML; NULL: not used */
-    const char *overrides[GENERATOR_MAX_OVERRIDES];  /* "field=value" of the YAML */
-    int32_t n_overrides;
-    const char *weights;                             /* NULL or "": fresh weights keyed by seed */
-    uint64_t seed;
-} GeneratorNet;
+typedef NetSpec GeneratorNet;
 
 /* How errors name each input: the CLI's flags ("--model") or a run config's keys
- * ("student.config"). */
+ * ("student.config"); the text's are in opt.text.keys. */
 typedef struct GeneratorKeys {
-    const char *unet, *weights, *vae, *vae_weights, *text, *text_weights, *size;
+    const char *unet, *weights, *vae, *vae_weights, *size;
 } GeneratorKeys;
 
 extern const GeneratorKeys generator_keys_cli;
@@ -50,11 +48,8 @@ typedef struct GeneratorOptions {
     LatentCodecKind codec;
     GeneratorNet vae;       /* codec LATENT_CODEC_VAE */
     double latent_scale;    /* unshuffle / none: latent = scale * image */
-    GeneratorNet text;      /* a CLIP text encoder; config NULL: no encoder */
-    const char *tokenizer;  /* NULL: CLI_DEFAULT_VOCAB, here or in the addc checkout */
-    TokenizerClean clean;
-    bool text_last;         /* context = the last hidden states (else the penultimate) */
-    const char *embeddings; /* precomputed encoder_hidden_states (P, T, D) [, text_embeds (P, Dt)] */
+    TextCondOptions text;   /* encoders (none: unconditional) or precomputed embeddings */
+    bool embeddings_by_caption; /* embeddings: the prompt's row (else row `row` of generator_run) */
     ScheduleConfig schedule;
     int32_t prediction;     /* Prediction of the UNet */
     int64_t h, w;           /* image size; 0: the UNet's sample_size times the codec's factor */
@@ -62,13 +57,13 @@ typedef struct GeneratorOptions {
     GeneratorKeys keys;
 } GeneratorOptions;
 
-/* No networks, codec unshuffle (scale 1), hf cleaning, penultimate layer, the SD / SDXL schedule
- * (scaled_linear 0.00085 .. 0.012, T 1000), epsilon, CLI keys. */
+/* No networks, codec unshuffle (scale 1), no text (hf cleaning, penultimate layer), the SD / SDXL
+ * schedule (scaled_linear 0.00085 .. 0.012, T 1000), epsilon, CLI keys. */
 void generator_options_default(GeneratorOptions *o);
 
 /* The options of a training run's role "student" or "teacher" (cfg.student / cfg.teacher: model
  * config, weights, init_seed, overrides), codec from cfg.codec, text from cfg.text, schedule and
- * prediction from cfg.loss, size data.size. A student without weights in an ADD run with
+ * prediction from cfg.loss, size data.size; text.source embeddings are read by caption. A student without weights in an ADD run with
  * student_init teacher is the teacher's weights (what the student starts from); otherwise empty
  * weights are fresh ones keyed by the role's init_seed, as in training. The options point into
  * cfg, which must outlive them. */
@@ -76,16 +71,11 @@ Status generator_options_from_train(GeneratorOptions *o, const TrainConfig *cfg,
 
 typedef struct Generator {
     GeneratorOptions opt;
-    Model unet, vae, text;
-    bool has_vae, has_text, has_tok;
-    ClipTokenizer tok;
-    int32_t pad_id;
+    Model unet, vae;
+    bool has_vae;
+    TextCond text;        /* kind TEXT_COND_NONE: unconditional */
     LatentCodec codec;
     NoiseSchedule schedule;
-    float *emb_context;   /* (P, T, D) precomputed context, or NULL */
-    float *emb_pooled;    /* (P, Dt) or NULL */
-    int64_t n_embeddings; /* P; 0 without embeddings */
-    int64_t emb_T, emb_D, emb_Dt;
     int64_t h, w, oh, ow; /* image size and the time ids' original size */
 } Generator;
 
@@ -98,10 +88,11 @@ void generator_free(Generator *g);
 int64_t generator_image_channels(const Generator *g);
 
 /* B images for one prompt: images (B, h, w, C) in [-1, 1] (not clamped), allocated from c's
- * arena (c without a tape). prompt is the caption for the text encoder (NULL as ""); with
- * embeddings, `row` picks the row instead. The sampler's kind, steps and set_alpha_to_one are
- * used; its prediction is the generator's. cfg_scale 1: no guidance (else a text encoder is
- * needed). Image b draws its noise as image first_index + b of the stream keyed by seed. */
+ * arena (c without a tape). prompt is the caption for the text encoders (NULL as ""); with
+ * embeddings, `row` picks the row instead (by caption: the prompt's row). The sampler's kind,
+ * steps and set_alpha_to_one are used; its prediction is the generator's. cfg_scale 1: no
+ * guidance (else text encoders, or embeddings by caption with a "" row, are needed). Image b draws
+ * its noise as image first_index + b of the stream keyed by seed. */
 Status generator_run(Generator *g, Ctx *c, const char *prompt, int64_t row, int64_t B, uint64_t seed,
                      uint64_t first_index, const SamplerConfig *sampler, double cfg_scale, Var **images);
 

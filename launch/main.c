@@ -16,6 +16,7 @@ static const Command commands[] = {
     {"train", cmd_train, "ADD distillation or diffusion training from YAML configs, into a run directory"},
     {"sample", cmd_sample, "images from a UNet with the ADD, Euler ancestral, DDIM or Euler sampler, PNGs + manifest.jsonl"},
     {"eval", cmd_eval, "FD, class accuracy and diversity of a run's generated images in an evaluation classifier"},
+    {"embed", cmd_embed, "precompute a run's text conditioning (its text encoders on its captions) for text.source embeddings"},
     {"forward", cmd_forward, "one network's forward on named tensors (NCHW, diffusers names) to a safetensors file"},
 };
 

@@ -1,8 +1,9 @@
 /* launch/rundir: a training run's directory: created on start, it holds the merged config
  * (config.yaml), the command line (command.txt), the metrics (metrics.jsonl: one JSON object
- * per logged step, appended and flushed as they come) and the student's weights
- * (student-step-NNNNNNN.safetensors at intervals, student.safetensors and student_ema.safetensors
- * at the end). */
+ * per logged step, appended and flushed as they come), the student's weights
+ * (student-step-NNNNNNN.safetensors and student_ema-step-NNNNNNN.safetensors at intervals,
+ * student.safetensors and student_ema.safetensors at the end) and, with sample.every > 0, the
+ * sample grids (samples/step-NNNNNNN.png, launch/train_grid.h). */
 #ifndef ADDC_LAUNCH_RUNDIR_H
 #define ADDC_LAUNCH_RUNDIR_H
 

@@ -24,7 +24,8 @@ static void sample_usage(FILE *f) {
             "usage: addc sample --model UNET.yaml [KEY=VALUE ...] --weights FILE|none [--init-seed S]\n"
             "                   [--vae VAE.yaml --vae-weights FILE|none | --latent unshuffle|none [--latent-scale X]]\n"
             "                   (--prompt TEXT ... | --prompts FILE) [--text-encoder CLIP.yaml --text-weights FILE|none\n"
-            "                   [--text-seed S] [--text-layer penultimate|last] [--clean hf|open_clip] [--tokenizer FILE]\n"
+            "                   [--text-seed S] [--text-encoder2 CLIP2.yaml --text-weights2 FILE|none [--text-seed2 S]]\n"
+            "                   [--text-layer penultimate|last] [--clean hf|open_clip] [--tokenizer FILE]\n"
             "                   | --embeddings FILE.safetensors]\n"
             "                   [--sampler add|euler_a|ddim|euler] [--steps N] [--seed S] [--n-per-prompt K]\n"
             "                   [--size HxW] [--original-size HxW] [--cfg W] [--prediction epsilon|v_prediction]\n"
@@ -48,9 +49,16 @@ static void sample_usage(FILE *f) {
             "                       (--tokenizer, default " CLI_DEFAULT_VOCAB "), --clean hf (default) or open_clip;\n"
             "                       the context is hidden_states[-2] (--text-layer penultimate, default) or the final\n"
             "                       layer; SDXL's pooled vector is the projected end-of-text row.\n"
-            "  --embeddings FILE    precomputed conditioning instead: encoder_hidden_states (P, T, D) and, for a\n"
-            "                       text_time UNet, text_embeds (P, Dt), row p for prompt p (prompts then only label\n"
-            "                       the images; without prompts they are named \"embedding p\"). Not with --cfg.\n"
+            "  --text-encoder2, --text-weights2   a second CLIP text model (SDXL: --text-encoder clip_l_text.yaml,\n"
+            "                       --text-encoder2 openclip_bigg_text.yaml; both weights may be SDXL's single file):\n"
+            "                       as diffusers' encode_prompt, the context is both encoders' hidden states\n"
+            "                       concatenated along the features (768 + 1280 = 2048), each caption padded with each\n"
+            "                       model's pad_token, and the pooled vector the second's (--text-seed2 S: its random\n"
+            "                       weights' seed, as text.encoder2.init_seed)\n"
+            "  --embeddings FILE    precomputed conditioning instead (addc embed writes it): encoder_hidden_states\n"
+            "                       (P, T, D) and, for a text_time UNet, text_embeds (P, Dt), row p for prompt p (prompts\n"
+            "                       then only label the images; without prompts they are named \"embedding p\", or by\n"
+            "                       the file's captions when it has them). Not with --cfg.\n"
             "                       No text options at all: unconditional (a zero context, as training without text).\n"
             "  --sampler            add (default: the ADD student's sampler), euler_a, ddim (eta 0), euler\n"
             "  --steps N            default 1 (add, euler_a) or 50 (ddim, euler); trailing timestep spacing\n"
@@ -63,18 +71,18 @@ static void sample_usage(FILE *f) {
             "  --original-size HxW  the time ids' original size (default --size; Fashion-MNIST training: 28x28)\n"
             "  --n-per-prompt K     images per prompt (default 1); --batch B: images per UNet call (default K)\n"
             "\n"
-            "Not supported yet: two text encoders (SDXL's CLIP-L + bigG context; give --embeddings), negative prompts,\n"
-            "CUDA. Exit code 0; 1 when a model, weights or file is refused (the message says which); 2 for a usage error.\n");
+            "Not supported yet: negative prompts, CUDA. Exit code 0; 1 when a model, weights or file is refused (the\n"
+            "message says which); 2 for a usage error.\n");
 }
 
 typedef struct SampleArgs {
     const char *model, *weights, *vae, *vae_weights, *latent, *prompts_file, *text_encoder, *text_weights,
-        *tokenizer, *embeddings, *out;
+        *text_encoder2, *text_weights2, *tokenizer, *embeddings, *out;
     const char *overrides[SAMPLE_MAX_OVERRIDES];
     int32_t n_overrides;
     const char *prompts[SAMPLE_MAX_PROMPTS];
     int32_t n_prompts;
-    uint64_t seed, init_seed, text_seed;
+    uint64_t seed, init_seed, text_seed, text_seed2;
     int32_t steps, n_per_prompt, batch, prediction;
     int64_t h, w, oh, ow;
     double cfg, latent_scale;
@@ -122,6 +130,8 @@ static int sample_parse(int argc, char **argv, SampleArgs *a) {
                             : !strcmp(o, "--prompts")      ? &a->prompts_file
                             : !strcmp(o, "--text-encoder") ? &a->text_encoder
                             : !strcmp(o, "--text-weights") ? &a->text_weights
+                            : !strcmp(o, "--text-encoder2") ? &a->text_encoder2
+                            : !strcmp(o, "--text-weights2") ? &a->text_weights2
                             : !strcmp(o, "--tokenizer")    ? &a->tokenizer
                             : !strcmp(o, "--embeddings")   ? &a->embeddings
                             : !strcmp(o, "--out")          ? &a->out
@@ -143,9 +153,13 @@ static int sample_parse(int argc, char **argv, SampleArgs *a) {
         } else if (!strcmp(o, "--prompt")) {
             if (a->n_prompts == SAMPLE_MAX_PROMPTS) return usage_error("at most 4096 prompts%s", "");
             a->prompts[a->n_prompts++] = v;
-        } else if (!strcmp(o, "--seed") || !strcmp(o, "--init-seed") || !strcmp(o, "--text-seed")) {
+        } else if (!strcmp(o, "--seed") || !strcmp(o, "--init-seed") || !strcmp(o, "--text-seed") ||
+                   !strcmp(o, "--text-seed2")) {
             if (!parse_u64(v, &u)) return usage_error("seeds are non-negative integers, not '%s'", v);
-            *(!strcmp(o, "--seed") ? &a->seed : !strcmp(o, "--init-seed") ? &a->init_seed : &a->text_seed) = u;
+            *(!strcmp(o, "--seed")         ? &a->seed
+              : !strcmp(o, "--init-seed")  ? &a->init_seed
+              : !strcmp(o, "--text-seed")  ? &a->text_seed
+                                           : &a->text_seed2) = u;
         } else if (!strcmp(o, "--steps") || !strcmp(o, "--n-per-prompt") || !strcmp(o, "--batch")) {
             if (!parse_u64(v, &u) || u < 1 || u > 100000) return usage_error("%s needs a positive integer", o);
             *(!strcmp(o, "--steps") ? &a->steps : !strcmp(o, "--batch") ? &a->batch : &a->n_per_prompt) = (int32_t)u;
@@ -184,6 +198,8 @@ static int sample_parse(int argc, char **argv, SampleArgs *a) {
         return usage_error("--latent is unshuffle or none, not '%s'", a->latent);
     if (a->n_prompts && a->prompts_file) return usage_error("give --prompt or --prompts, not both%s", "");
     if (a->text_encoder && !a->text_weights) return usage_error("--text-encoder needs --text-weights FILE (or none)%s", "");
+    if (a->text_encoder2 && !a->text_weights2) return usage_error("--text-encoder2 needs --text-weights2 FILE (or none)%s", "");
+    if (a->text_encoder2 && !a->text_encoder) return usage_error("--text-encoder2 needs --text-encoder (the first encoder)%s", "");
     if (a->text_encoder && a->embeddings) return usage_error("give --text-encoder or --embeddings, not both%s", "");
     if (a->embeddings && a->cfg != 1) return usage_error("--cfg needs a text encoder (the empty prompt), not --embeddings%s", "");
     if (a->cfg != 1 && !a->text_encoder) return usage_error("--cfg needs --text-encoder%s", "");
@@ -260,29 +276,35 @@ static Status setup(Sampling *s) {
         o.latent_scale = a->latent_scale;
     }
     if (a->text_encoder)
-        o.text = (GeneratorNet){.config = a->text_encoder,
-                                .weights = strcmp(a->text_weights, "none") ? a->text_weights : NULL,
-                                .seed = a->text_seed};
-    o.tokenizer = a->tokenizer;
-    o.clean = a->clean;
-    o.text_last = a->text_last;
-    o.embeddings = a->embeddings;
+        o.text.encoder[0] = (NetSpec){.config = a->text_encoder,
+                                      .weights = strcmp(a->text_weights, "none") ? a->text_weights : NULL,
+                                      .seed = a->text_seed};
+    if (a->text_encoder2)
+        o.text.encoder[1] = (NetSpec){.config = a->text_encoder2,
+                                      .weights = strcmp(a->text_weights2, "none") ? a->text_weights2 : NULL,
+                                      .seed = a->text_seed2};
+    o.text.tokenizer = a->tokenizer;
+    o.text.clean = a->clean;
+    o.text.last = a->text_last;
+    o.text.embeddings = a->embeddings;
     o.schedule.zero_terminal_snr = a->zsnr;
     o.prediction = a->prediction;
     o.h = a->h, o.w = a->w, o.oh = a->oh, o.ow = a->ow;
     TRY(generator_init(&s->gen, &o));
     TRY(prompts_read(s));
-    int64_t P = s->gen.n_embeddings;
+    const TextCond *tc = &s->gen.text;
+    int64_t P = tc->P;
     if (P && s->n_prompts && s->n_prompts != P)
         return addc_error_set(ADDC_ERR_INVALID, "%d prompts for %lld rows of %s", (int)s->n_prompts, (long long)P,
                               a->embeddings);
-    if (P && !s->n_prompts) {
+    if (P && !s->n_prompts) { /* the file's captions name the images, else "embedding p" */
         s->prompts = calloc((size_t)P, sizeof(char *));
         s->prompts_owned = true;
         for (int64_t p = 0; s->prompts && p < P; p++) {
             char b[48];
             snprintf(b, sizeof b, "embedding %lld", (long long)p);
-            s->prompts[s->n_prompts++] = strdup(b);
+            if (!(s->prompts[s->n_prompts++] = strdup(tc->captions ? tc->captions[p] : b)))
+                return addc_error_set(ADDC_ERR_NOMEM, "prompts: out of memory");
         }
     }
     if (!s->n_prompts) return addc_error_set(ADDC_ERR_INVALID, "no prompts: give --prompt TEXT or --prompts FILE");
@@ -348,7 +370,13 @@ int cmd_sample(int argc, char **argv) {
         printf("codec       %s, images %lldx%lld, latents %lldx%lldx%lld\n", latent_codec_kind_names[g->codec.kind],
                (long long)g->h, (long long)g->w, (long long)(g->h / f), (long long)(g->w / f),
                (long long)g->unet.net.unet.cfg.in_channels);
-        printf("text        %s\n", g->has_text ? a.text_encoder : g->n_embeddings ? a.embeddings : "none (zero context)");
+        if (g->text.kind == TEXT_COND_ENCODER && g->text.n_enc == 2)
+            printf("text        %s + %s (context %lld wide, pooled from the second)\n", a.text_encoder,
+                   a.text_encoder2, (long long)g->text.D);
+        else
+            printf("text        %s\n", g->text.kind == TEXT_COND_ENCODER      ? a.text_encoder
+                                     : g->text.kind == TEXT_COND_EMBEDDINGS ? a.embeddings
+                                                                             : "none (zero context)");
         printf("sampler     %s, %d steps, %s, seed %llu, cfg %g\n", sampler_kind_name(a.sampler), (int)a.steps,
                a.prediction == PREDICTION_V ? "v_prediction" : "epsilon", (unsigned long long)a.seed, a.cfg);
         fflush(stdout);

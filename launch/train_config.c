@@ -7,7 +7,7 @@
 
 const char *const train_mode_names[TRAIN_MODE_COUNT] = {"add", "diffusion", "classify"};
 static const char *const student_init_names[] = {"teacher", "weights", "random"};
-static const char *const text_source_names[] = {"none", "encoder"};
+static const char *const text_source_names[] = {"none", "encoder", "embeddings"};
 static const char *const text_layer_names[] = {"penultimate", "last"};
 static const char *const clean_names[] = {"open_clip", "hf"}; /* TokenizerClean order */
 
@@ -30,12 +30,17 @@ static const ConfigSchema codec_schema = CONFIG_SCHEMA("codec", codec_fields);
 
 static const ConfigField text_fields[] = {
     CONFIG_ENUM(TrainTextConfig, source, "none", text_source_names,
-                "none (zero context) or encoder (tokenizer + frozen CLIP text encoder)"),
-    CONFIG_STRUCT(TrainTextConfig, encoder, model_schema, "the CLIP text encoder"),
+                "none (zero context), encoder (tokenizer + frozen CLIP text encoders) or embeddings (precomputed "
+                "by addc embed)"),
+    CONFIG_STRUCT(TrainTextConfig, encoder, model_schema, "the CLIP text encoder (SDXL: CLIP-L)"),
+    CONFIG_STRUCT(TrainTextConfig, encoder2, model_schema,
+                  "optional second CLIP text encoder (SDXL: bigG): contexts concatenated, its pooled vector"),
     CONFIG_STRING(TrainTextConfig, tokenizer, "configs/tokenizer/bpe_simple_vocab_16e6.txt.gz",
                   "BPE merges (bpe_simple_vocab_16e6.txt.gz or merges.txt)"),
     CONFIG_ENUM(TrainTextConfig, clean, "hf", clean_names, "caption cleaning: hf (transformers) or open_clip"),
     CONFIG_ENUM(TrainTextConfig, layer, "penultimate", text_layer_names, "hidden states the UNet attends to"),
+    CONFIG_STRING(TrainTextConfig, embeddings, "",
+                  "source embeddings: safetensors of encoder_hidden_states, text_embeds and their captions"),
     CONFIG_FLOAT(TrainTextConfig, drop_prob, "0", "diffusion mode: probability a caption is replaced by \"\""),
 };
 static const ConfigSchema text_schema = CONFIG_SCHEMA("text", text_fields);
@@ -166,9 +171,21 @@ static Status check_sample(const TrainConfig *cfg) {
         return addc_error_set(ADDC_ERR_INVALID, "sample: no grid block (student_steps is empty and teacher_steps 0)");
     if (!(s->teacher_cfg > 0))
         return addc_error_set(ADDC_ERR_INVALID, "sample.teacher_cfg: must be > 0 (1 = no guidance)");
-    if (s->teacher_cfg != 1 && cfg->text.source != TEXT_SOURCE_ENCODER)
+    if (s->teacher_cfg != 1 && cfg->text.source == TEXT_SOURCE_NONE)
         return addc_error_set(ADDC_ERR_INVALID,
-                              "sample.teacher_cfg: guidance needs a text encoder (text.source encoder)");
+                              "sample.teacher_cfg: guidance needs text (text.source encoder or embeddings)");
+    return ADDC_OK;
+}
+
+/* The text source and what it needs. */
+static Status check_text(const TrainTextConfig *t) {
+    if (t->source == TEXT_SOURCE_ENCODER) TRY(need_model(&t->encoder, "text.encoder", "text.source encoder"));
+    if (t->source == TEXT_SOURCE_EMBEDDINGS && !t->embeddings[0])
+        return addc_error_set(ADDC_ERR_INVALID, "text.embeddings: text.source embeddings needs the file `addc embed` "
+                                                "wrote (addc embed CONFIG.yaml --captions FILE --out FILE.safetensors)");
+    if (t->encoder2.config[0] && !t->encoder.config[0])
+        return addc_error_set(ADDC_ERR_INVALID, "text.encoder2.config: a second text encoder needs the first "
+                                                "(text.encoder.config)");
     return ADDC_OK;
 }
 
@@ -186,7 +203,7 @@ Status train_config_check(const TrainConfig *cfg) {
     if (!classify && cfg->codec.kind != LATENT_CODEC_VAE && !(cfg->codec.scale > 0))
         return addc_error_set(ADDC_ERR_INVALID, "codec.scale: must be > 0");
     TRY(check_sample(cfg));
-    if (cfg->text.source == TEXT_SOURCE_ENCODER) TRY(need_model(&cfg->text.encoder, "text.encoder", "text.source encoder"));
+    TRY(check_text(&cfg->text));
     if (!(cfg->text.drop_prob >= 0 && cfg->text.drop_prob <= 1))
         return addc_error_set(ADDC_ERR_INVALID, "text.drop_prob: a probability in [0, 1]");
     if (!(cfg->adv_weight >= 0)) return addc_error_set(ADDC_ERR_INVALID, "adv_weight: must be >= 0");

@@ -8,9 +8,15 @@
  *                  classify mode a classifier (a DINOv2 or convnet model with num_labels)
  *   teacher        ADD only: frozen, no tape; the student starts from its weights (student_init)
  *   codec          image <-> latent: a VAE, the toy's pixel unshuffle or none (nn/latent.h)
- *   text           tokenizer + frozen CLIP text encoder: the UNet's context (penultimate or last
- *                  hidden states) and pooled vector (text_embeds with a projection, else pooled);
- *                  the pooled vector also conditions the discriminator heads
+ *   text           the UNet's text conditioning (launch/text_cond.h): text.source encoder is the
+ *                  CLIP BPE tokenizer and a frozen CLIP text encoder (text.encoder): the context is
+ *                  its penultimate (or last) hidden states, the pooled vector its text_embeds (with a
+ *                  projection) else pooled; with text.encoder2 as well (SDXL: CLIP-L then bigG) the
+ *                  context is both encoders' hidden states concatenated along the features and the
+ *                  pooled vector the second's. text.source embeddings reads the same from a file
+ *                  `addc embed` precomputed with those encoders (text.embeddings: every caption the
+ *                  run meets must have a row, "" too when captions are dropped or guided). The
+ *                  pooled vector also conditions the discriminator heads
  *   feature        ADD only: frozen DINOv2, taped on the fake path; its taps feed the heads
  *   image_encoder  ADD, optional: a second DINOv2 whose CLS of the real image conditions the heads
  *   heads          ADD only: the discriminator heads (nn/disc.h)
@@ -38,7 +44,7 @@
 
 typedef enum TrainMode { TRAIN_MODE_ADD = 0, TRAIN_MODE_DIFFUSION, TRAIN_MODE_CLASSIFY, TRAIN_MODE_COUNT } TrainMode;
 typedef enum StudentInit { STUDENT_INIT_TEACHER = 0, STUDENT_INIT_WEIGHTS, STUDENT_INIT_RANDOM } StudentInit;
-typedef enum TextSource { TEXT_SOURCE_NONE = 0, TEXT_SOURCE_ENCODER } TextSource;
+typedef enum TextSource { TEXT_SOURCE_NONE = 0, TEXT_SOURCE_ENCODER, TEXT_SOURCE_EMBEDDINGS } TextSource;
 typedef enum TextLayer { TEXT_LAYER_PENULTIMATE = 0, TEXT_LAYER_LAST } TextLayer;
 
 extern const char *const train_mode_names[TRAIN_MODE_COUNT];
@@ -60,9 +66,11 @@ typedef struct TrainCodecConfig {
 typedef struct TrainTextConfig {
     int32_t source; /* TextSource */
     TrainModelConfig encoder;
-    char tokenizer[TRAIN_PATH_MAX];
+    TrainModelConfig encoder2;           /* optional second encoder (SDXL's bigG); config "": none */
+    char tokenizer[TRAIN_PATH_MAX];      /* one BPE vocabulary for both; each pads with its pad_token */
     int32_t clean;      /* TokenizerClean */
     int32_t layer;      /* TextLayer: the UNet's context */
+    char embeddings[TRAIN_PATH_MAX];     /* source embeddings: the file addc embed wrote */
     double drop_prob;   /* diffusion mode: caption replaced by "" (for classifier-free guidance) */
 } TrainTextConfig;
 

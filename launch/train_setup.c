@@ -82,13 +82,7 @@ static Status check_shapes(const Trainer *t) {
     if (t->cfg.data.size % f)
         return addc_error_set(ADDC_ERR_INVALID, "data.size: %lld is not a multiple of %lld (codec x UNet levels)",
                               (long long)t->cfg.data.size, (long long)f);
-    if (t->text) {
-        const ClipText *ct = &t->text->net.clip;
-        if (ct->cfg.hidden_size != u->cross_attention_dim)
-            return addc_error_set(ADDC_ERR_INVALID,
-                                  "text.encoder: hidden size %lld, the UNet's cross_attention_dim is %lld",
-                                  (long long)ct->cfg.hidden_size, (long long)u->cross_attention_dim);
-    }
+    TRY(text_cond_check_unet(&t->text, &t->student->net.unet));
     if (t->heads) {
         const DiscHeadsConfig *h = &t->heads->net.disc.cfg;
         const Dinov2Config *v = &t->feature->net.vit.cfg;
@@ -99,11 +93,7 @@ static Status check_shapes(const Trainer *t) {
                                   "%lld",
                                   (long long)h->n_heads, (long long)h->channels, (long long)taps,
                                   (long long)v->hidden_size);
-        int64_t c_dim = 0;
-        if (t->text) {
-            const ClipText *ct = &t->text->net.clip;
-            c_dim += ct->text_projection.weight ? ct->cfg.projection_dim : ct->cfg.hidden_size;
-        }
+        int64_t c_dim = t->text.Dp;
         if (t->image_encoder) c_dim += t->image_encoder->net.vit.cfg.hidden_size;
         if (h->c_dim != c_dim)
             return addc_error_set(ADDC_ERR_INVALID,
@@ -140,7 +130,7 @@ static Status loader_open_for(const Trainer *t, bool eval, Loader **out) {
     lc.threads = (int32_t)c->data.threads;
     lc.shuffle = eval ? 0 : (int32_t)c->data.shuffle;
     lc.shuffle_shards = !eval;
-    lc.require_caption = c->text.source == TEXT_SOURCE_ENCODER;
+    lc.require_caption = c->text.source != TEXT_SOURCE_NONE;
     if (c->mode == TRAIN_MODE_CLASSIFY) {
         lc.json_fields[0] = c->data.label_field;
         lc.n_json_fields = 1;
@@ -178,6 +168,27 @@ static Status eval_shards_probe(const Trainer *t) {
     free(labels);
     loader_free(l);
     return st == ADDC_OK ? st : addc_error_context(st, "eval.shards %s", t->cfg.eval.shards);
+}
+
+/* Precomputed embeddings: a row for every fixed caption the run will ask for (the batch's are
+ * looked up as they come). */
+static Status check_captions(const Trainer *t) {
+    const TrainConfig *c = &t->cfg;
+    const char *empty[1] = {""};
+    const DistillConfig *d = &c->loss.distill;
+    bool grids = c->sample.every > 0;
+    if (c->mode == TRAIN_MODE_DIFFUSION && c->text.drop_prob > 0)
+        TRY(text_cond_require(&t->text, empty, 1, "text.drop_prob > 0 (dropped captions are \"\")"));
+    if (c->mode == TRAIN_MODE_ADD && (d->cfg_scale != 1 || d->weighting == DISTILL_WEIGHTING_NFSD))
+        TRY(text_cond_require(&t->text, empty, 1, "the teacher's guidance (loss.distill: the unconditional \"\")"));
+    if (grids && c->sample.teacher_cfg != 1 && c->sample.teacher_steps > 0)
+        TRY(text_cond_require(&t->text, empty, 1, "sample.teacher_cfg (the unconditional \"\")"));
+    if (grids)
+        for (int32_t i = 0; i < c->sample.n_prompts; i++) {
+            const char *p = c->sample.prompts[i];
+            TRY(text_cond_require(&t->text, &p, 1, "sample.prompts"));
+        }
+    return ADDC_OK;
 }
 
 static Status ema_init(Trainer *t) {
@@ -223,15 +234,11 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg) {
             return addc_error_set(ADDC_ERR_INVALID, "codec.vae: the VAE takes %lld channels, data.channels is %lld",
                                   (long long)t->vae->net.vae.cfg.in_channels, (long long)c->data.channels);
     }
-    if (c->text.source == TEXT_SOURCE_ENCODER) {
-        TRY(role_build(&t->text, &c->text.encoder, "text.encoder", MODEL_CLIP_TEXT, false));
-        Status st = clip_tokenizer_load(&t->tokenizer, c->text.tokenizer);
-        if (st != ADDC_OK) return addc_error_context(st, "text.tokenizer");
-        t->has_tokenizer = true;
-        t->pad_id = clip_tokenizer_token_id(&t->tokenizer, t->text->net.clip.cfg.pad_token);
-        if (t->pad_id < 0)
-            return addc_error_set(ADDC_ERR_INVALID, "text.encoder: pad_token '%s' is not in the tokenizer's vocabulary",
-                                  t->text->net.clip.cfg.pad_token);
+    if (c->text.source != TEXT_SOURCE_NONE) {
+        TextCondOptions to;
+        text_cond_options_from_train(&to, &c->text);
+        TRY(text_cond_init(&t->text, &to));
+        TRY(check_captions(t));
     }
     if (add) {
         TRY(role_build(&t->feature, &c->feature, "feature", MODEL_DINOV2, false));
@@ -259,14 +266,13 @@ void trainer_free(Trainer *t) {
     free(t->opt_d.m);
     free(t->opt_d.v);
     free(t->ema);
-    if (t->has_tokenizer) clip_tokenizer_free(&t->tokenizer);
+    text_cond_free(&t->text);
     role_free(&t->student);
     role_free(&t->teacher);
     role_free(&t->feature);
     role_free(&t->image_encoder);
     role_free(&t->heads);
     role_free(&t->vae);
-    role_free(&t->text);
     tape_free(&t->tape);
     arena_free(&t->arena);
 }
@@ -335,32 +341,16 @@ static Status condition_build(Ctx *c, Trainer *t, const char *const *captions, i
     memset(out, 0, sizeof *out);
     const UNet2D *u = &t->student->net.unet;
     out->time_ids = time_ids;
-    if (t->text) {
-        const ClipText *ct = &t->text->net.clip;
-        int32_t T = (int32_t)ct->cfg.max_position_embeddings;
-        int64_t ishape[2] = {B, T};
-        Var *ids = var_new(c, DTYPE_I32, 2, ishape);
-        if (!ids) return addc_error_status();
-        for (int64_t i = 0; i < B; i++)
-            TRY(clip_tokenizer_tokenize(&t->tokenizer, captions[i], -1, (TokenizerClean)t->cfg.text.clean, T,
-                                        t->pad_id, (int32_t *)ids->v.data + i * T));
-        ClipTextOutput o;
-        TRY(clip_text_forward(c, ct, ids, &o));
-        out->context = t->cfg.text.layer == TEXT_LAYER_LAST ? o.last : o.penultimate;
-        out->pooled = o.text_embeds ? o.text_embeds : o.pooled;
+    if (t->text.kind != TEXT_COND_NONE) {
+        TRY(text_cond_encode(c, &t->text, captions, B, &out->context, &out->pooled));
     } else {
         int64_t cshape[3] = {B, 1, u->cfg.cross_attention_dim};
         out->context = zeros(c, 3, cshape);
     }
-    if (u->has_add_embedding) {
-        int64_t P = u->cfg.projection_class_embeddings_input_dim - 6 * u->cfg.addition_time_embed_dim;
+    if (u->has_add_embedding) { /* widths checked at setup (text_cond_check_unet) */
         Var *pooled = out->pooled;
-        if (!pooled || pooled->v.shape[1] != P) {
-            if (pooled)
-                return addc_error_set(ADDC_ERR_INVALID,
-                                      "text.encoder: pooled width %lld, the UNet's text_time embedding takes %lld",
-                                      (long long)pooled->v.shape[1], (long long)P);
-            int64_t pshape[2] = {B, P};
+        if (!pooled) {
+            int64_t pshape[2] = {B, text_cond_unet_pooled_width(u)};
             pooled = zeros(c, 2, pshape);
         }
         out->added.text_embeds = pooled;
@@ -377,7 +367,7 @@ Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCo
     float drop[1];
     for (int64_t i = 0; i < B; i++) {
         bool empty = uncond;
-        if (t->text && !empty && drop_prob > 0) {
+        if (t->text.kind != TEXT_COND_NONE && !empty && drop_prob > 0) {
             RngKey k = rng_key((uint64_t)t->cfg.seed, RNG_PURPOSE_DROPOUT, (uint64_t)(t->step * B + i),
                                (uint32_t)t->step);
             rng_fill_uniform(&k, 0, 1, drop);
@@ -440,7 +430,7 @@ Status disc_features(Ctx *c, const Trainer *t, Var *images, Var **features) {
 }
 
 Var *disc_condition(Ctx *c, const Trainer *t, const TrainCond *cond, Var *real_images) {
-    Var *text = t->text ? cond->pooled : NULL;
+    Var *text = t->text.kind != TEXT_COND_NONE ? cond->pooled : NULL;
     Var *img = NULL;
     if (t->image_encoder) {
         const Dinov2 *vit = &t->image_encoder->net.vit;

@@ -12,11 +12,11 @@
 #include <stdint.h>
 
 #include "data/loader.h"
+#include "launch/text_cond.h"
 #include "launch/train_config.h"
 #include "losses/diffusion.h"
 #include "nn/latent.h"
 #include "nn/model.h"
-#include "nn/tokenizer.h"
 
 /* AdamW state of one parameter store. */
 typedef struct Optimizer {
@@ -38,7 +38,8 @@ typedef struct TrainBatch {
 /* The conditioning of one batch. */
 typedef struct TrainCond {
     Var *context;   /* (B, T, cross_attention_dim): the UNet's encoder_hidden_states */
-    Var *pooled;    /* (B, P) text_embeds (or pooled) of the text encoder; NULL without text */
+    Var *pooled;    /* (B, P) the text's pooled vector (launch/text_cond.h); NULL without text or with
+                       embeddings that have no text_embeds */
     Var *time_ids;  /* (B, 6) */
     UNetAddedCond added; /* SDXL text_time; unused otherwise */
     bool has_added;
@@ -46,11 +47,9 @@ typedef struct TrainCond {
 
 typedef struct Trainer {
     TrainConfig cfg;
-    Model *student, *teacher, *feature, *image_encoder, *heads, *vae, *text; /* NULL: role unused */
+    Model *student, *teacher, *feature, *image_encoder, *heads, *vae; /* NULL: role unused */
     LatentCodec codec;
-    ClipTokenizer tokenizer;
-    bool has_tokenizer;
-    int32_t pad_id;
+    TextCond text;      /* kind TEXT_COND_NONE without text */
     NoiseSchedule schedule;
     Optimizer opt_g, opt_d;
     float *ema;         /* (student numel) or NULL */
@@ -74,8 +73,10 @@ void trainer_free(Trainer *t);
 Status trainer_next_batch(Trainer *t);
 /* The batch's images as a leaf Var (B, S, S, C), no gradient. */
 Var *batch_images(Ctx *c, const TrainBatch *b);
-/* The batch's conditioning (frozen text encoder, no tape). drop_prob > 0 replaces captions by ""
- * with a draw keyed by (seed, DROPOUT, sample, step). uncond: every caption "" (teacher CFG). */
+/* The batch's conditioning (frozen text encoders or precomputed embeddings, no tape). drop_prob > 0
+ * replaces captions by "" with a draw keyed by (seed, DROPOUT, sample, step), the same draws for
+ * either source. uncond: every caption "" (teacher CFG). A caption the embeddings lack is an
+ * error that names it. */
 Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCond *out);
 /* The conditioning of B images captioned captions[0 .. B) (sample grids), time ids
  * (S, S, 0, 0, S, S) for data.size S. */
