@@ -138,7 +138,7 @@ static int png_max_diff(const char *a, const char *b) {
     "data.channels=1 data.threads=1 codec.kind=unshuffle text.source=none student.config=configs/models/tiny_unet.yaml " \
     "teacher.config=configs/models/tiny_unet.yaml teacher.weights= teacher.init_seed=3 "                              \
     "eval.shards=%s/fm/fmnist-test-{000000..000001}.tar eval.net.config=configs/models/toy_evalnet.yaml "             \
-    "eval.net.init_seed=1 eval.per_class=4 eval.real_max=60"
+    "eval.net.weights= eval.net.init_seed=1 eval.per_class=4 eval.real_max=60"
 #define PROMPTS "'eval.prompts=[t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot]'"
 
 int main(void) {
