@@ -244,7 +244,7 @@ int main(void) {
     free(h3);
 
     /* 5. refusals */
-    snprintf(a, sizeof a, "%s --role student", common);
+    snprintf(a, sizeof a, "%s 'eval.prompts=[]' --role student", common);
     check_refused(a, "bad1.log", "no prompts", 1, "eval.prompts");
     snprintf(a, sizeof a, "%s 'eval.prompts=[a, b, c]' --role student", common);
     check_refused(a, "bad2.log", "3 prompts for 10 labels", 1, "10 labels");
