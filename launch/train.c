@@ -282,6 +282,18 @@ static Status write_grid(Trainer *t, RunDir *rd, double *secs) {
     return ADDC_OK;
 }
 
+/* A sample grid is a view of training, not part of it: a failed one (disk full, say) is reported
+ * and training goes on. */
+static void write_grid_or_warn(Trainer *t, RunDir *rd, double *secs) {
+    *secs = 0;
+    if (write_grid(t, rd, secs) != ADDC_OK) {
+        fprintf(stderr, "addc train: warning: sample grid at step %lld not written: %s; training goes on\n",
+                (long long)t->step, addc_error_message());
+        fflush(stderr);
+        addc_error_clear();
+    }
+}
+
 /* Classify mode with eval.shards: the test accuracy of the student (and its EMA) into the final
  * metrics line (json, appended to) and the closing message (note). */
 static Status test_accuracy(Trainer *t, char *json, size_t json_cap, char *note, size_t note_cap) {
@@ -334,14 +346,15 @@ static Status train_run(Trainer *t, RunDir *rd, char *note, size_t note_cap) {
                 TRY(save_student(t, rd, f, true));
             }
         }
-        if (every > 0 && (t->step % every == 0 || t->step == c->steps)) {
-            TRY(write_grid(t, rd, &grid_s));
+        if (every > 0 && t->step % every == 0 && t->step < c->steps) {
+            write_grid_or_warn(t, rd, &grid_s);
             start += grid_s;
             last += grid_s;
         }
     }
     TRY(save_student(t, rd, "student.safetensors", false));
     if (t->ema) TRY(save_student(t, rd, "student_ema.safetensors", true));
+    if (every > 0) write_grid_or_warn(t, rd, &grid_s); /* after the weights are safe */
     char line[512];
     snprintf(line, sizeof line,
              "{\"final\": true, \"steps\": %lld, \"teacher_sumsq_start\": %.17g, \"teacher_sumsq_end\": %.17g, "

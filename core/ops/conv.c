@@ -362,7 +362,9 @@ static void col2im_blocks(void *ctx, int64_t a, int64_t e) {
 
 /* rows per im2col chunk: about IM2COL_SCRATCH_FLOATS of scratch (at least 256 rows), so that the
  * chunk is still in cache when the sgemm reads it (or col2im reads the sgemm's result). When an
- * image's outputs fit, a chunk is whole images, which lets col2im run images in parallel. */
+ * image's outputs fit, a chunk is whole images, which lets col2im run images in parallel (when
+ * there are at least as many images as threads; else by channel block). Both orders add the
+ * same terms in the same order per element, so the result does not depend on the path. */
 static int64_t col_chunk_rows(const ColConv *p) {
     int64_t M = p->B * p->OH * p->OW, img = p->OH * p->OW, rows = IM2COL_SCRATCH_FLOATS / (p->Kd > 0 ? p->Kd : 1);
     if (rows < 256) rows = 256;
@@ -485,7 +487,7 @@ static Status col_backward(Ctx *c, const ColConv *p, const float *dy, const floa
         if (dx) {
             gemm(false, false, nr, p->Kd, p->Cout, dyc, p->Cout, w, p->Kd, 0.0f, col, p->Kd);
             int64_t img = p->OH * p->OW;
-            if (img > 0 && r0 % img == 0 && nr % img == 0)
+            if (img > 0 && r0 % img == 0 && nr % img == 0 && nr / img >= parallel_threads())
                 parallel_for(nr / img, 1, col2im_images, &j);
             else
                 parallel_for((p->Cin + COL2IM_CH_BLOCK - 1) / COL2IM_CH_BLOCK, 1, col2im_blocks, &j);
