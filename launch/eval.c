@@ -7,8 +7,9 @@
  *            data.label_field
  *   gen      for each class k (label order), eval.per_class images of eval.prompts[k] made by the
  *            role's UNet (launch/generate.h) with the chosen sampler; image i of class k is global
- *            image index k * per_class + i of the noise stream keyed by eval.seed, so a number
- *            does not depend on eval.batch; images are clamped to [-1, 1] before classifying
+ *            image index k * per_class + i of the noise stream keyed by eval.seed, so the images
+ *            do not depend on eval.batch (up to the float32 rounding of batched products);
+ *            images are clamped to [-1, 1] before classifying
  *   metrics  (losses/metrics.h) FD between the Gaussian fits of gen and real features; class
  *            accuracy (the classifier's argmax is the prompted class); diversity: the mean over
  *            classes of the mean pairwise feature distance within the class, for gen (grouped by

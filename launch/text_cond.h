@@ -113,7 +113,8 @@ Status text_cond_init(TextCond *tc, const TextCondOptions *opt);
 void text_cond_free(TextCond *tc);
 
 /* The conditioning of B captions: context (B, T, D) and pooled (B, Dp), or NULL when Dp is 0.
- * Encoders run once on the batch (c without a tape); embeddings copy each caption's row, an
+ * Encoders run on each distinct caption alone (c without a tape: a caption's embedding does not
+ * depend on its batch); embeddings copy each caption's row, an
  * unknown caption being an error that names it and the file. */
 Status text_cond_encode(Ctx *c, const TextCond *tc, const char *const *captions, int64_t B, Var **context,
                         Var **pooled);

@@ -305,7 +305,9 @@ static Status test_accuracy(Trainer *t, char *json, size_t json_cap, char *note,
         trainer_ema_swap(t);
         TRY(st);
     }
-    double acc = (double)right[0] / (double)(n[0] ? n[0] : 1), acc_ema = (double)right[1] / (double)(n[1] ? n[1] : 1);
+    if (n[0] == 0)
+        return addc_error_set(ADDC_ERR_INVALID, "eval.shards %s: no test image was read", t->cfg.eval.shards);
+    double acc = (double)right[0] / (double)n[0], acc_ema = (double)right[1] / (double)(n[1] ? n[1] : 1);
     size_t k = strlen(json);
     snprintf(json + k, json_cap - k, ", \"test_accuracy\": %.9g, \"test_images\": %lld", acc, (long long)n[0]);
     k = strlen(json);
