@@ -33,6 +33,9 @@ Status cli_tokenizer_open(const char *given, ClipTokenizer *t);
 /* s as a JSON string, quotes included (manifests, result lines). */
 void cli_json_string(FILE *f, const char *s);
 
+/* Seconds on the monotonic clock (differences time a run's phases). */
+double cli_now_s(void);
+
 /* Prints "addc: <message>" for the pending core/error message and returns exit code 1. */
 int cli_fail(const char *what);
 

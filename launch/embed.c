@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/json.h"
 #include "core/parallel.h"
@@ -199,12 +198,6 @@ static Status captions_collect(CaptionList *l, const EmbedArgs *a, const TrainCo
 
 /* ---- encoding ---- */
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* The rows of every caption into context (P, T, D) and pooled (P, Dp), EMBED_CHUNK captions per call
  * (each is encoded alone: the rows do not depend on the chunks). */
 #define EMBED_CHUNK 64
@@ -249,9 +242,9 @@ static Status embed_run(const EmbedArgs *a, TrainConfig *c, TextCond *tc, Captio
     float *pooled = malloc((size_t)(l->n * tc->Dp) * sizeof(float));
     st = context && pooled ? ADDC_OK
                            : addc_error_set(ADDC_ERR_NOMEM, "embeddings of %lld captions: out of memory", (long long)l->n);
-    double t0 = now_s();
+    double t0 = cli_now_s();
     if (st == ADDC_OK) st = encode_all(tc, l, context, pooled);
-    double secs = now_s() - t0;
+    double secs = cli_now_s() - t0;
     const char *keys[] = {"format", "encoder", "encoder_weights", "encoder2", "encoder2_weights", "layer", "clean",
                           "tokenizer"};
     const char *values[] = {"addc embed",

@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "core/parallel.h"
 #include "data/loader.h"
@@ -327,12 +326,6 @@ static Status read_labelled(const TrainConfig *c, const char *shards, const char
     return st;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* eval.per_class images of every class prompt into s; *secs the generation time alone. */
 static Status generate_all(const TrainConfig *c, const EvalArgs *a, Generator *g, const Model *net, int64_t K,
                            EvalSet *s, double *secs) {
@@ -349,9 +342,9 @@ static Status generate_all(const TrainConfig *c, const EvalArgs *a, Generator *g
         for (int64_t j = 0; j < e->per_class && st == ADDC_OK; j += e->batch) {
             int64_t B = e->per_class - j < e->batch ? e->per_class - j : e->batch, first = k * e->per_class + j;
             Var *img = NULL;
-            double t0 = now_s();
+            double t0 = cli_now_s();
             st = generator_run(g, &ctx, e->prompts[k], k, B, (uint64_t)e->seed, (uint64_t)first, &sc, a->cfg, &img);
-            tk += now_s() - t0;
+            tk += cli_now_s() - t0;
             if (st != ADDC_OK) break;
             const Tensor *t = &img->v;
             int64_t px = t->shape[1] * t->shape[2] * t->shape[3];

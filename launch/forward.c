@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/parallel.h"
@@ -174,12 +173,6 @@ static int forward_parse(int argc, char **argv, ForwardArgs *a) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 int cmd_forward(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -223,12 +216,12 @@ int cmd_forward(int argc, char **argv) {
         st = cli_tokenizer_open(a.tokenizer, &tok);
         have_tok = st == ADDC_OK;
     }
-    double t0 = now_s(), t1 = t0;
+    double t0 = cli_now_s(), t1 = t0;
     if (st == ADDC_OK) {
         failed = "forward";
         ForwardOptions fo = {a.vae, a.train, have_tok ? &tok : NULL, a.captions, a.n_captions, a.clean};
         st = forward_run(&m, have_in ? &in : NULL, &fo, &r);
-        t1 = now_s();
+        t1 = cli_now_s();
     }
     if (st == ADDC_OK) {
         failed = "--out";

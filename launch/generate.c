@@ -3,9 +3,11 @@
 #include "launch/generate.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/ops.h"
 #include "data/image.h"
@@ -28,14 +30,6 @@ void generator_options_default(GeneratorOptions *o) {
     o->keys = generator_keys_cli;
 }
 
-static void net_from_train(GeneratorNet *n, const TrainModelConfig *m) {
-    n->config = m->config[0] ? m->config : NULL;
-    n->weights = m->weights;
-    n->seed = (uint64_t)m->init_seed;
-    n->n_overrides = m->n_overrides;
-    for (int32_t i = 0; i < m->n_overrides; i++) n->overrides[i] = m->overrides[i];
-}
-
 Status generator_options_from_train(GeneratorOptions *o, const TrainConfig *cfg, const char *role) {
     generator_options_default(o);
     bool student = !strcmp(role, "student");
@@ -44,14 +38,14 @@ Status generator_options_from_train(GeneratorOptions *o, const TrainConfig *cfg,
     const TrainModelConfig *m = student ? &cfg->student : &cfg->teacher;
     if (!m->config[0])
         return addc_error_set(ADDC_ERR_INVALID, "%s.config: the %s role has no model YAML in this config", role, role);
-    net_from_train(&o->unet, m);
+    net_spec_from_train(&o->unet, m);
     if (student && !m->weights[0] && cfg->mode == TRAIN_MODE_ADD && cfg->student_init == STUDENT_INIT_TEACHER) {
         o->unet.weights = cfg->teacher.weights; /* the student starts as the teacher */
         o->unet.seed = (uint64_t)cfg->teacher.init_seed;
     }
     o->keys = student ? keys_student : keys_teacher;
     o->codec = (LatentCodecKind)cfg->codec.kind;
-    if (o->codec == LATENT_CODEC_VAE) net_from_train(&o->vae, &cfg->codec.vae);
+    if (o->codec == LATENT_CODEC_VAE) net_spec_from_train(&o->vae, &cfg->codec.vae);
     o->latent_scale = o->codec == LATENT_CODEC_VAE ? 1 : cfg->codec.scale;
     text_cond_options_from_train(&o->text, &cfg->text);
     o->embeddings_by_caption = true;
@@ -63,28 +57,17 @@ Status generator_options_from_train(GeneratorOptions *o, const TrainConfig *cfg,
 
 /* ---- init ---- */
 
-static Status net_build(Model *m, const GeneratorNet *n, const char *key, const char *wkey, ModelKind kind) {
-    Status st = model_build(m, n->config, n->overrides, n->n_overrides, DEVICE_CPU, false);
-    if (st != ADDC_OK) return addc_error_context(st, "%s %s", key, n->config);
-    if (m->kind != kind)
-        return addc_error_set(ADDC_ERR_INVALID, "%s %s is a %s, not a %s", key, n->config, m->class_name,
-                              model_kind_name(kind));
-    bool fresh = !n->weights || !n->weights[0];
-    st = fresh ? forward_weights_random(m, n->seed) : forward_weights_load(m, n->weights, NULL, NULL);
-    return st == ADDC_OK ? st : addc_error_context(st, "%s %s", wkey, fresh ? "(fresh)" : n->weights);
-}
-
 Status generator_init(Generator *g, const GeneratorOptions *opt) {
     memset(g, 0, sizeof *g);
     g->opt = *opt;
     const GeneratorKeys *k = &g->opt.keys;
     if (!opt->unet.config) return addc_error_set(ADDC_ERR_INVALID, "%s: no UNet model YAML given", k->unet);
-    TRY(net_build(&g->unet, &opt->unet, k->unet, k->weights, MODEL_UNET));
+    TRY(net_spec_build(&g->unet, &opt->unet, k->unet, k->weights, MODEL_UNET));
     const UNet2DConfig *u = &g->unet.net.unet.cfg;
     if (opt->codec == LATENT_CODEC_VAE) {
         if (!opt->vae.config) return addc_error_set(ADDC_ERR_INVALID, "%s: the VAE codec needs a model YAML", k->vae);
         g->has_vae = true;
-        TRY(net_build(&g->vae, &opt->vae, k->vae, k->vae_weights, MODEL_VAE));
+        TRY(net_spec_build(&g->vae, &opt->vae, k->vae, k->vae_weights, MODEL_VAE));
         g->codec = (LatentCodec){LATENT_CODEC_VAE, &g->vae.net.vae, g->vae.net.vae.cfg.out_channels, opt->latent_scale};
     } else if (opt->codec == LATENT_CODEC_NONE) {
         g->codec = (LatentCodec){LATENT_CODEC_NONE, NULL, u->in_channels, opt->latent_scale};
@@ -177,14 +160,19 @@ static Var *denoise(Ctx *c, Var *z, int64_t t, void *user) {
     for (int64_t b = 0; b < B; b++) ((float *)tv->v.data)[b] = (float)t;
     Var *cond = unet_call(c, k, z, tv, 0);
     if (k->cfg == 1 || !cond) return cond;
-    Var *unc = unet_call(c, k, z, tv, 1);
+    return generator_cfg_combine(c, unet_call(c, k, z, tv, 1), cond, k->cfg);
+}
+
+Var *generator_cfg_combine(Ctx *c, Var *uncond, Var *cond, double cfg) {
+    if (!uncond || !cond) return NULL;
+    int64_t B = cond->v.shape[0];
     double *w = ctx_alloc(c, 2 * B * (int64_t)sizeof(double));
-    if (!unc || !w) return NULL;
+    if (!w) return NULL;
     for (int64_t b = 0; b < B; b++) {
-        w[b] = 1 - k->cfg;
-        w[B + b] = k->cfg;
+        w[b] = 1 - cfg;
+        w[B + b] = cfg;
     }
-    return diffusion_combine(c, unc, w, cond, w + B);
+    return diffusion_combine(c, uncond, w, cond, w + B);
 }
 
 Status generator_run(Generator *g, Ctx *c, const char *prompt, int64_t row, int64_t B, uint64_t seed,
@@ -215,26 +203,49 @@ Status generator_run(Generator *g, Ctx *c, const char *prompt, int64_t row, int6
     return *images ? ADDC_OK : addc_error_status();
 }
 
+void generator_pixels_quantise(const float *x, int64_t n, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        double v = ((double)x[i] + 1.0) * 127.5;
+        out[i] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : (int)(v + 0.5));
+    }
+}
+
+Status generator_png_save(const uint8_t *px, int64_t H, int64_t W, int64_t C, const char *path) {
+    uint8_t *png = NULL;
+    int64_t len = 0;
+    TRY(image_png_encode(px, (int32_t)H, (int32_t)W, (int32_t)C, &png, &len));
+    char tmp[1300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        free(png);
+        return addc_error_set(ADDC_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    }
+    int64_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, png + done, (size_t)(len - done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        done += w;
+    }
+    free(png);
+    bool ok = done == len && fsync(fd) == 0;
+    if (close(fd) != 0) ok = false;
+    if (!ok || rename(tmp, path) != 0) {
+        Status st = addc_error_set(ADDC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return st;
+    }
+    return ADDC_OK;
+}
+
 Status generator_png_write(const float *image, int64_t H, int64_t W, int64_t C, const char *path) {
     if (C != 1 && C != 3)
         return addc_error_set(ADDC_ERR_INVALID, "decoded images have %lld channels; PNGs take 1 or 3", (long long)C);
     uint8_t *px = malloc((size_t)(H * W * C));
     if (!px) return addc_error_set(ADDC_ERR_NOMEM, "images: out of memory");
-    for (int64_t i = 0; i < H * W * C; i++) {
-        double v = (image[i] + 1.0) * 127.5;
-        px[i] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : (int)(v + 0.5));
-    }
-    uint8_t *png = NULL;
-    int64_t len = 0;
-    Status st = image_png_encode(px, (int32_t)H, (int32_t)W, (int32_t)C, &png, &len);
+    generator_pixels_quantise(image, H * W * C, px);
+    Status st = generator_png_save(px, H, W, C, path);
     free(px);
-    TRY(st);
-    char tmp[1300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    bool ok = f && fwrite(png, 1, (size_t)len, f) == (size_t)len;
-    if (f && fclose(f)) ok = false;
-    free(png);
-    if (!ok || rename(tmp, path)) return addc_error_set(ADDC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    return ADDC_OK;
+    return st;
 }

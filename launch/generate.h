@@ -96,8 +96,16 @@ int64_t generator_image_channels(const Generator *g);
 Status generator_run(Generator *g, Ctx *c, const char *prompt, int64_t row, int64_t B, uint64_t seed,
                      uint64_t first_index, const SamplerConfig *sampler, double cfg_scale, Var **images);
 
-/* One image (H, W, C) in [-1, 1], C 1 or 3, as an 8-bit PNG (rounded, clamped) at path, written
- * to path.tmp and renamed. */
+/* Classifier-free guidance: uncond + cfg (cond - uncond), as (1 - cfg) uncond + cfg cond
+ * (diffusion_combine), both (B, ...) from c's arena; NULL when either is NULL or out of memory. */
+Var *generator_cfg_combine(Ctx *c, Var *uncond, Var *cond, double cfg);
+
+/* x[0 .. n) in [-1, 1] to 8-bit pixels: (x + 1) 127.5, clamped to [0, 255], rounded half up. */
+void generator_pixels_quantise(const float *x, int64_t n, uint8_t *out);
+/* 8-bit pixels (H, W, C), C 1 or 3, as a PNG at path, durably: path.tmp, fsync, rename. */
+Status generator_png_save(const uint8_t *px, int64_t H, int64_t W, int64_t C, const char *path);
+/* One image (H, W, C) in [-1, 1], C 1 or 3, as an 8-bit PNG (generator_pixels_quantise,
+ * generator_png_save) at path. */
 Status generator_png_write(const float *image, int64_t H, int64_t W, int64_t C, const char *path);
 
 #endif

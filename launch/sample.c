@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "core/parallel.h"
 #include "launch/cli.h"
@@ -313,12 +312,6 @@ static Status setup(Sampling *s) {
     return ADDC_OK;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static Status sample_all(Sampling *s, int64_t *n_images, double *secs) {
     SampleArgs *a = s->a;
     char path[1200];
@@ -331,7 +324,7 @@ static Status sample_all(Sampling *s, int64_t *n_images, double *secs) {
     int64_t K = a->n_per_prompt;
     SamplerConfig cfg = {a->sampler, a->steps, a->prediction, a->alpha_one};
     Status st = ADDC_OK;
-    double t0 = now_s();
+    double t0 = cli_now_s();
     for (int32_t p = 0; p < s->n_prompts && st == ADDC_OK; p++)
         for (int64_t k = 0; k < K && st == ADDC_OK; k += a->batch) {
             ArenaMark m = arena_mark(&arena);
@@ -342,7 +335,7 @@ static Status sample_all(Sampling *s, int64_t *n_images, double *secs) {
             arena_reset_to(&arena, m);
             *n_images += st == ADDC_OK ? B : 0;
         }
-    *secs = now_s() - t0;
+    *secs = cli_now_s() - t0;
     arena_free(&arena);
     if (fclose(manifest) && st == ADDC_OK) st = addc_error_set(ADDC_ERR_IO, "cannot write %s", path);
     return st;

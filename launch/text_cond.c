@@ -27,7 +27,7 @@ void text_cond_options_default(TextCondOptions *o, const TextCondKeys *keys) {
     o->keys = *keys;
 }
 
-static void spec_from_train(NetSpec *n, const TrainModelConfig *m) {
+void net_spec_from_train(NetSpec *n, const TrainModelConfig *m) {
     n->config = m->config[0] ? m->config : NULL;
     n->weights = m->weights;
     n->seed = (uint64_t)m->init_seed;
@@ -35,10 +35,21 @@ static void spec_from_train(NetSpec *n, const TrainModelConfig *m) {
     for (int32_t i = 0; i < m->n_overrides; i++) n->overrides[i] = m->overrides[i];
 }
 
+Status net_spec_build(Model *m, const NetSpec *n, const char *key, const char *wkey, ModelKind kind) {
+    Status st = model_build(m, n->config, n->overrides, n->n_overrides, DEVICE_CPU, false);
+    if (st != ADDC_OK) return addc_error_context(st, "%s %s", key, n->config);
+    if (m->kind != kind)
+        return addc_error_set(ADDC_ERR_INVALID, "%s %s is a %s, not a %s", key, n->config, m->class_name,
+                              model_kind_name(kind));
+    bool fresh = !n->weights || !n->weights[0];
+    st = fresh ? forward_weights_random(m, n->seed) : forward_weights_load(m, n->weights, NULL, NULL);
+    return st == ADDC_OK ? st : addc_error_context(st, "%s %s", wkey, fresh ? "(fresh)" : n->weights);
+}
+
 void text_cond_options_encoders(TextCondOptions *o, const TrainTextConfig *t) {
     text_cond_options_default(o, &text_cond_keys_train);
-    spec_from_train(&o->encoder[0], &t->encoder);
-    spec_from_train(&o->encoder[1], &t->encoder2);
+    net_spec_from_train(&o->encoder[0], &t->encoder);
+    net_spec_from_train(&o->encoder[1], &t->encoder2);
     /* the default vocabulary is also found in the addc checkout (cli_tokenizer_open) */
     o->tokenizer = strcmp(t->tokenizer, CLI_DEFAULT_VOCAB) ? t->tokenizer : NULL;
     o->clean = (TokenizerClean)t->clean;
@@ -58,14 +69,7 @@ static Status encoder_build(TextCond *tc, int32_t e) {
     const char *key = tc->opt.keys.text[e], *wkey = tc->opt.keys.text_weights[e];
     Model *m = &tc->enc[e];
     tc->n_enc = e + 1; /* freed from here on, whatever happens */
-    Status st = model_build(m, n->config, n->overrides, n->n_overrides, DEVICE_CPU, false);
-    if (st != ADDC_OK) return addc_error_context(st, "%s %s", key, n->config);
-    if (m->kind != MODEL_CLIP_TEXT)
-        return addc_error_set(ADDC_ERR_INVALID, "%s %s is a %s, not a %s", key, n->config, m->class_name,
-                              model_kind_name(MODEL_CLIP_TEXT));
-    bool fresh = !n->weights || !n->weights[0];
-    st = fresh ? forward_weights_random(m, n->seed) : forward_weights_load(m, n->weights, NULL, NULL);
-    if (st != ADDC_OK) return addc_error_context(st, "%s %s", wkey, fresh ? "(fresh)" : n->weights);
+    TRY(net_spec_build(m, n, key, wkey, MODEL_CLIP_TEXT));
     const ClipText *ct = &m->net.clip;
     tc->pad_id[e] = clip_tokenizer_token_id(&tc->tok, ct->cfg.pad_token);
     if (tc->pad_id[e] < 0)

@@ -50,6 +50,12 @@ typedef struct NetSpec {
     uint64_t seed;
 } NetSpec;
 
+/* A run config's model section (config "" : not used) as a NetSpec; the strings stay m's. */
+void net_spec_from_train(NetSpec *n, const TrainModelConfig *m);
+/* Builds n on the CPU, checks it is a `kind`, and loads its weights (or draws them from its seed).
+ * Errors name key (the config's key or flag) and wkey (the weights'). */
+Status net_spec_build(Model *m, const NetSpec *n, const char *key, const char *wkey, ModelKind kind);
+
 /* How errors name each input: a run config's keys ("text.encoder.config") or the CLI's flags. */
 typedef struct TextCondKeys {
     const char *text[TEXT_COND_MAX_ENCODERS], *text_weights[TEXT_COND_MAX_ENCODERS], *tokenizer, *embeddings;

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "core/ops.h"
 #include "launch/cli.h"
@@ -24,6 +23,7 @@
 #include "losses/adversarial.h"
 #include "losses/distill.h"
 #include "losses/draw.h"
+#include "losses/metrics.h"
 
 #define TRAIN_MAX_FILES 16
 #define TRAIN_MAX_OVERRIDES 64
@@ -200,7 +200,8 @@ static Status classify_step(Trainer *t, StepMetrics *m) {
     m->gnorm_g = optimizer_step(&t->opt_g);
     trainer_ema_update(t);
     m->loss = scalar(loss);
-    m->accuracy = (double)classifier_correct(logits, t->batch.labels) / (double)t->batch.B;
+    int64_t hits = metrics_argmax_hits(logits->v.data, logits->v.shape[0], logits->v.shape[1], t->batch.labels);
+    m->accuracy = (double)hits / (double)t->batch.B;
     return ADDC_OK;
 }
 
@@ -258,21 +259,15 @@ static Status save_student(Trainer *t, RunDir *rd, const char *file, bool ema) {
     return trainer_save_student(t, rundir_file(rd, file, p), ema);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* RUN/samples/step-NNNNNNN.png; *secs: the time it took (left out of the run's img/s and ETA). */
 static Status write_grid(Trainer *t, RunDir *rd, double *secs) {
     char f[64], p[RUNDIR_PATH_MAX];
-    double t0 = now_s();
+    double t0 = cli_now_s();
     if (mkdir(rundir_file(rd, "samples", p), 0755) != 0 && errno != EEXIST)
         return addc_error_set(ADDC_ERR_IO, "cannot create %s: %s", p, strerror(errno));
     snprintf(f, sizeof f, "samples/step-%07lld.png", (long long)t->step);
     TRY(train_grid_write(t, rundir_file(rd, f, p)));
-    *secs = now_s() - t0;
+    *secs = cli_now_s() - t0;
     int64_t H, W;
     train_grid_size(&t->cfg, &H, &W);
     printf("sample grid %s: %lld x %lld px, %d prompts x %d blocks of %lld images, %.1f s\n", p, (long long)W,
@@ -321,7 +316,7 @@ static Status test_accuracy(Trainer *t, char *json, size_t json_cap, char *note,
 /* The loop; note gets what the closing message adds (classify: the test accuracy). */
 static Status train_run(Trainer *t, RunDir *rd, char *note, size_t note_cap) {
     const TrainConfig *c = &t->cfg;
-    double start = now_s(), last = start, grid_s = 0;
+    double start = cli_now_s(), last = start, grid_s = 0;
     int64_t last_step = 0, every = c->sample.every;
     StepMetrics m;
     while (t->step < c->steps) {
@@ -331,7 +326,7 @@ static Status train_run(Trainer *t, RunDir *rd, char *note, size_t note_cap) {
         TRY(trainer_next_batch(t));
         TRY(train_steps[c->mode](t, &m));
         t->step++;
-        double now = now_s();
+        double now = cli_now_s();
         bool print = c->log_every > 0 && (t->step % c->log_every == 0 || t->step == c->steps || t->step == 1);
         double img_s = (double)((t->step - last_step) * c->batch) / (now - last + 1e-12);
         TRY(log_step(t, rd, &m, now - start, img_s, print));

@@ -1,14 +1,10 @@
 /* launch/train_grid: sample grids during training (see train_grid.h). */
 #include "launch/train_grid.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "data/image.h"
+#include "launch/generate.h"
 #include "losses/samplers.h"
 
 /* One block of a grid row: a network and its sampler. */
@@ -58,14 +54,7 @@ static Var *grid_denoise(Ctx *c, Var *z, int64_t t, void *user) {
     for (int64_t b = 0; b < B; b++) ts[b] = t;
     Var *cond = unet_pred(c, g->unet, z, ts, g->cond);
     if (!g->uncond || !cond) return cond;
-    Var *unc = unet_pred(c, g->unet, z, ts, g->uncond);
-    double *w = ctx_alloc(c, 2 * B * (int64_t)sizeof(double));
-    if (!unc || !w) return NULL;
-    for (int64_t b = 0; b < B; b++) {
-        w[b] = 1 - g->cfg;
-        w[B + b] = g->cfg;
-    }
-    return diffusion_combine(c, unc, w, cond, w + B);
+    return generator_cfg_combine(c, unet_pred(c, g->unet, z, ts, g->uncond), cond, g->cfg);
 }
 
 /* images (B, S, S, C) in [-1, 1] -> canvas (H, W, C) at row y0, columns x0, x0 + S, ... */
@@ -74,10 +63,7 @@ static void grid_paste(uint8_t *canvas, int64_t W, const Var *img, int64_t y0, i
     const float *x = img->v.data;
     for (int64_t b = 0; b < B; b++)
         for (int64_t i = 0; i < S; i++)
-            for (int64_t j = 0; j < S * C; j++) {
-                double v = ((double)x[(b * S + i) * S * C + j] + 1.0) * 127.5;
-                canvas[((y0 + i) * W + x0 + b * S) * C + j] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : (int)(v + 0.5));
-            }
+            generator_pixels_quantise(x + (b * S + i) * S * C, S * C, canvas + ((y0 + i) * W + x0 + b * S) * C);
 }
 
 /* One row: the prompt's conditioning, then every block's images into the canvas. */
@@ -111,29 +97,6 @@ static Status grid_row(Ctx *c, Trainer *t, int32_t p, const GridBlock *blocks, i
     return ADDC_OK;
 }
 
-/* buf -> path by a temp file, fsync and rename. */
-static Status file_write_durable(const char *path, const uint8_t *buf, int64_t len) {
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return addc_error_set(ADDC_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    int64_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, buf + done, (size_t)(len - done));
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) break;
-        done += w;
-    }
-    bool ok = done == len && fsync(fd) == 0;
-    if (close(fd) != 0) ok = false;
-    if (!ok || rename(tmp, path) != 0) {
-        Status st = addc_error_set(ADDC_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return st;
-    }
-    return ADDC_OK;
-}
-
 Status train_grid_write(Trainer *t, const char *path) {
     const TrainConfig *c = &t->cfg;
     GridBlock blocks[8]; /* up to 4 student blocks and the teacher's */
@@ -152,11 +115,7 @@ Status train_grid_write(Trainer *t, const char *path) {
     for (int32_t p = 0; p < c->sample.n_prompts && st == ADDC_OK; p++) st = grid_row(&ctx, t, p, blocks, nb, canvas, W);
     if (ema) trainer_ema_swap(t);
     arena_free(&arena);
-    uint8_t *png = NULL;
-    int64_t len = 0;
-    if (st == ADDC_OK) st = image_png_encode(canvas, (int32_t)H, (int32_t)W, (int32_t)C, &png, &len);
-    if (st == ADDC_OK) st = file_write_durable(path, png, len);
-    free(png);
+    if (st == ADDC_OK) st = generator_png_save(canvas, H, W, C, path);
     free(canvas);
     return st == ADDC_OK ? st : addc_error_context(st, "sample grid %s", path);
 }

@@ -10,6 +10,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "losses/draw.h"
+#include "losses/metrics.h"
 #include "nn/forward.h"
 
 /* ---- networks ---- */
@@ -495,18 +496,6 @@ Status trainer_save_student(Trainer *t, const char *path, bool ema) {
 
 /* ---- classifier ---- */
 
-int64_t classifier_correct(const Var *logits, const int32_t *labels) {
-    int64_t B = logits->v.shape[0], K = logits->v.shape[1], n = 0;
-    const float *x = logits->v.data;
-    for (int64_t b = 0; b < B; b++) {
-        int64_t best = 0;
-        for (int64_t k = 1; k < K; k++)
-            if (x[b * K + k] > x[b * K + best]) best = k;
-        n += best == labels[b];
-    }
-    return n;
-}
-
 Status trainer_test_accuracy(Trainer *t, int64_t *correct, int64_t *total) {
     const TrainConfig *c = &t->cfg;
     *correct = *total = 0;
@@ -544,7 +533,7 @@ Status trainer_test_accuracy(Trainer *t, int64_t *correct, int64_t *total) {
         Var *features, *logits;
         st = model_classify(&n, t->student, x, &features, &logits);
         if (st != ADDC_OK) break;
-        *correct += classifier_correct(logits, labels);
+        *correct += metrics_argmax_hits(logits->v.data, logits->v.shape[0], logits->v.shape[1], labels);
         *total += B;
         arena_reset(&arena);
     }

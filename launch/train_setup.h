@@ -108,8 +108,6 @@ Status trainer_save_student(Trainer *t, const char *path, bool ema);
 /* Sum of squares of the teacher's weights (0 without a teacher). */
 double trainer_teacher_sumsq(const Trainer *t);
 
-/* Rows of logits (B, K) whose arg max is the label. */
-int64_t classifier_correct(const Var *logits, const int32_t *labels);
 /* Classify mode: the student's (current weights') correct predictions over eval.shards, read in
  * file order (no shuffle, no flip, centre crop) once through, or the first eval.real_max images;
  * eval.batch images per call, no tape, an arena of its own. */

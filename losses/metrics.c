@@ -352,9 +352,13 @@ void metrics_argmax(const float *logits, int64_t n, int64_t K, int32_t *out) {
     for (int64_t i = 0; i < n; i++) out[i] = row_argmax(logits + i * K, K);
 }
 
-double metrics_accuracy(const float *logits, int64_t n, int64_t K, const int32_t *labels) {
-    if (n <= 0) return NAN;
+int64_t metrics_argmax_hits(const float *logits, int64_t n, int64_t K, const int32_t *labels) {
     int64_t hit = 0;
     for (int64_t i = 0; i < n; i++) hit += row_argmax(logits + i * K, K) == labels[i];
-    return (double)hit / (double)n;
+    return hit;
+}
+
+double metrics_accuracy(const float *logits, int64_t n, int64_t K, const int32_t *labels) {
+    if (n <= 0) return NAN;
+    return (double)metrics_argmax_hits(logits, n, K, labels) / (double)n;
 }

@@ -57,6 +57,8 @@ double metrics_mean_pairwise_distance(const float *x, int64_t n, int64_t F);
 Status metrics_diversity(const float *x, int64_t n, int64_t F, const int32_t *group, int32_t n_groups,
                          double *per_group, double *mean);
 
+/* Number of rows of logits (n, K) whose argmax (the first of equal maxima) equals labels[i]. */
+int64_t metrics_argmax_hits(const float *logits, int64_t n, int64_t K, const int32_t *labels);
 /* Fraction of rows of logits (n, K) whose argmax equals labels[i]; NaN for n = 0. */
 double metrics_accuracy(const float *logits, int64_t n, int64_t K, const int32_t *labels);
 /* argmax of each row of logits (n, K) into out (n) (the first of equal maxima). */
