@@ -4,12 +4,73 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 int test_passed, test_failed;
 
 int test_main_end(const char *suite) {
     printf("%s: %d passed, %d failed\n", suite, test_passed, test_failed);
     return test_failed ? 1 : 0;
+}
+
+bool test_addc_locate(char *path, size_t cap) {
+    ssize_t k = cap > 8 ? readlink("/proc/self/exe", path, cap - 8) : -1;
+    CHECK(k > 0, "readlink /proc/self/exe");
+    if (k <= 0) return false;
+    path[k] = 0;
+    strcpy(strrchr(path, '/') + 1, "addc");
+    bool ok = access(path, X_OK) == 0;
+    CHECK(ok, "the addc program is not built beside the test: %s", path);
+    return ok;
+}
+
+int test_addc_run(const char *addc, const char *threads, const char *args, const char *dir, const char *log) {
+    size_t cap = strlen(args) + strlen(addc) + strlen(dir) + strlen(log) + strlen(ADDC_SOURCE_DIR) + 128;
+    char *cmd = malloc(cap);
+    if (!cmd) return -1;
+    snprintf(cmd, cap, "cd %s && %s%s%s%s %s > %s/%s 2>&1", ADDC_SOURCE_DIR, threads ? "ADDC_THREADS=" : "",
+             threads ? threads : "", threads ? " " : "", addc, args, dir, log);
+    int rc = system(cmd);
+    free(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+const char *test_threads_or(const char *fallback) {
+    const char *t = getenv("ADDC_THREADS");
+    return t && *t ? t : fallback;
+}
+
+char *test_slurp(const char *path, long *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!s) {
+        fclose(f);
+        return NULL;
+    }
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = 0;
+    fclose(f);
+    if (len) *len = (long)got;
+    return s;
+}
+
+int test_jsonl_values(const char *path, const char *key, double *out, int cap) {
+    char *s = test_slurp(path, NULL), pat[64];
+    if (!s) return 0;
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    int n = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(s, "\n", &save); line && n < cap; line = strtok_r(NULL, "\n", &save)) {
+        char *p = strstr(line, pat);
+        if (p) out[n++] = strtod(p + strlen(pat), NULL);
+    }
+    free(s);
+    return n;
 }
 
 double trng_uniform(TestRng *r) {

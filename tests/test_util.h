@@ -38,6 +38,22 @@ extern int test_passed, test_failed;
 
 int test_main_end(const char *suite);
 
+/* ---- end-to-end tests through the addc program ---- */
+
+/* The addc program built beside the running test, into path (cap bytes); false (and a failed
+ * CHECK) when it is not there. */
+bool test_addc_locate(char *path, size_t cap);
+/* Runs `addc ARGS` in the source tree with stdout and stderr to DIR/LOG. threads: the value of
+ * ADDC_THREADS for it, or NULL to inherit the environment's. Returns the exit status, -1 if the
+ * program did not exit normally. */
+int test_addc_run(const char *addc, const char *threads, const char *args, const char *dir, const char *log);
+/* ADDC_THREADS of the environment, else fallback. */
+const char *test_threads_or(const char *fallback);
+/* A whole file, NUL-terminated (len: its size, may be NULL); NULL when it cannot be read. */
+char *test_slurp(const char *path, long *len);
+/* The numbers after `"key": ` on every line of a JSONL file that has the key (at most cap). */
+int test_jsonl_values(const char *path, const char *key, double *out, int cap);
+
 /* deterministic test RNG (splitmix64) */
 typedef struct TestRng {
     uint64_t s;

@@ -22,26 +22,9 @@
 #include "tests/test_util.h"
 
 static char addc[1024], tmp[256], cmdbuf[12288];
-static const char *src = ADDC_SOURCE_DIR;
 
-static int run(const char *args, const char *log) {
-    snprintf(cmdbuf, sizeof cmdbuf, "cd %s && %s %s > %s/%s 2>&1", src, addc, args, tmp, log);
-    int rc = system(cmdbuf);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+static int run(const char *args, const char *log) { return test_addc_run(addc, NULL, args, tmp, log); }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = 0;
-    fclose(f);
-    return s;
-}
 
 static char *tmp_path(const char *name, char *out) {
     snprintf(out, 600, "%s/%s", tmp, name);
@@ -50,7 +33,7 @@ static char *tmp_path(const char *name, char *out) {
 
 /* line i (0-based) of a text file, malloc'd, or NULL */
 static char *file_line(const char *path, int i) {
-    char *s = slurp(path), *line = s;
+    char *s = test_slurp(path, NULL), *line = s;
     for (int k = 0; line && k < i; k++) {
         line = strchr(line, '\n');
         if (line) line++;
@@ -67,7 +50,7 @@ static char *file_line(const char *path, int i) {
 }
 
 static int count_lines(const char *path) {
-    char *s = slurp(path);
+    char *s = test_slurp(path, NULL);
     int n = 0;
     for (char *p = s; p && *p; p++) n += *p == '\n';
     free(s);
@@ -87,7 +70,7 @@ static double json_value(const char *line, const char *key) {
 static void check_refused(const char *args, const char *log, const char *what, int want_rc, const char *word) {
     char p[600];
     int rc = run(args, log);
-    char *msg = slurp(tmp_path(log, p));
+    char *msg = test_slurp(tmp_path(log, p), NULL);
     printf("%s: exit %d, %s", what, rc, msg && strstr(msg, "addc") ? strstr(msg, "addc") : "(no message)\n");
     CHECK(rc == want_rc, "%s: exit %d, want %d", what, rc, want_rc);
     CHECK(msg && strstr(msg, word), "%s: the message does not say '%s'", what, word);
@@ -96,7 +79,7 @@ static void check_refused(const char *args, const char *log, const char *what, i
 
 /* decoded PNG pixels, malloc'd; *n their count */
 static uint8_t *png_pixels(const char *path, int64_t *n) {
-    char *buf = slurp(path);
+    char *buf = test_slurp(path, NULL);
     int64_t len = 0;
     FILE *f = fopen(path, "rb");
     if (f) {
@@ -146,11 +129,7 @@ int main(void) {
         printf("test_eval: skipped (no Fashion-MNIST in " FMNIST_DEFAULT_DIR ")\n");
         return 77;
     }
-    ssize_t k = readlink("/proc/self/exe", addc, sizeof addc - 8);
-    CHECK(k > 0, "readlink /proc/self/exe");
-    addc[k] = 0;
-    strcpy(strrchr(addc, '/') + 1, "addc");
-    CHECK(access(addc, X_OK) == 0, "the addc program is not built beside the test: %s", addc);
+    if (!test_addc_locate(addc, sizeof addc)) return test_main_end("eval");
     snprintf(tmp, sizeof tmp, "/tmp/addc_test_eval_%d", (int)getpid());
     char fm[300], common[4096], a[8192], p[600], q[600], table[600], json[600];
     snprintf(fm, sizeof fm, "%s/fm", tmp);

@@ -32,29 +32,12 @@
 static char addc[1024], tmp[256], cmdbuf[16384];
 static const char *src = ADDC_SOURCE_DIR;
 
-static int run(const char *args, const char *log) {
-    snprintf(cmdbuf, sizeof cmdbuf, "cd %s && ADDC_THREADS=1 %s %s > %s/%s 2>&1", src, addc, args, tmp, log);
-    int rc = system(cmdbuf);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+static int run(const char *args, const char *log) { return test_addc_run(addc, "1", args, tmp, log); }
 
-static char *slurp(const char *path, long *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = 0;
-    fclose(f);
-    if (len) *len = (long)got;
-    return s;
-}
 
 static bool same_bytes(const char *a, const char *b) {
     long na = -1, nb = -2;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
     bool same = x && y && na == nb && !memcmp(x, y, (size_t)na);
     free(x);
     free(y);
@@ -66,7 +49,7 @@ static void check_refused(const char *args, const char *log, const char *what, c
     char p[600];
     CHECK(run(args, log) != 0, "%s was accepted", what);
     snprintf(p, sizeof p, "%s/%s", tmp, log);
-    char *msg = slurp(p, NULL);
+    char *msg = test_slurp(p, NULL);
     const char *line = msg ? strstr(msg, "addc:") : NULL;
     printf("%s: %s", what, line ? line : msg ? msg : "(none)\n");
     for (int i = 0; i < n; i++)
@@ -267,7 +250,7 @@ static void test_dual(void) {
 static char *step_lines(const char *run_dir) {
     char p[600];
     snprintf(p, sizeof p, "%s/%s/metrics.jsonl", tmp, run_dir);
-    char *s = slurp(p, NULL);
+    char *s = test_slurp(p, NULL);
     if (!s) return NULL;
     char *w = s;
     for (char *line = s, *nl; *line; line = nl + 1) {
@@ -365,9 +348,9 @@ static void test_training(void) {
         same += same_bytes(p, q);
     }
     snprintf(p, sizeof p, "%s/ev_enc.jsonl", tmp);
-    char *j0 = slurp(p, NULL), *f0 = j0 ? strstr(j0, "\"fd\"") : NULL;
+    char *j0 = test_slurp(p, NULL), *f0 = j0 ? strstr(j0, "\"fd\"") : NULL;
     snprintf(p, sizeof p, "%s/ev_emb.jsonl", tmp);
-    char *j1 = slurp(p, NULL), *f1 = j1 ? strstr(j1, "\"fd\"") : NULL;
+    char *j1 = test_slurp(p, NULL), *f1 = j1 ? strstr(j1, "\"fd\"") : NULL;
     char *t0 = f0 ? strstr(f0, ", \"s_per_image\"") : NULL, *t1 = f1 ? strstr(f1, ", \"s_per_image\"") : NULL;
     if (t0) *t0 = 0;
     if (t1) *t1 = 0;
@@ -428,11 +411,7 @@ static void test_training(void) {
 }
 
 int main(void) {
-    ssize_t k = readlink("/proc/self/exe", addc, sizeof addc - 8);
-    CHECK(k > 0, "readlink /proc/self/exe");
-    addc[k] = 0;
-    strcpy(strrchr(addc, '/') + 1, "addc");
-    CHECK(access(addc, X_OK) == 0, "the addc program is not built beside the test: %s", addc);
+    if (!test_addc_locate(addc, sizeof addc)) return test_main_end("text_cond");
     snprintf(tmp, sizeof tmp, "/tmp/addc_test_text_cond_%d", (int)getpid());
     snprintf(cmdbuf, sizeof cmdbuf, "mkdir -p %s", tmp);
     CHECK(system(cmdbuf) == 0, "mkdir %s", tmp);

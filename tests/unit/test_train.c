@@ -24,48 +24,16 @@
 #include "tests/test_util.h"
 
 static char addc[1024], tmp[256], cmdbuf[12288];
-static const char *src = ADDC_SOURCE_DIR;
 
-static int run(const char *args, const char *log) {
-    const char *threads = getenv("ADDC_THREADS");
-    snprintf(cmdbuf, sizeof cmdbuf, "cd %s && ADDC_THREADS=%s %s %s > %s/%s 2>&1", src, threads ? threads : "2", addc,
-             args, tmp, log);
-    int rc = system(cmdbuf);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+static int run(const char *args, const char *log) { return test_addc_run(addc, test_threads_or("2"), args, tmp, log); }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = 0;
-    fclose(f);
-    return s;
-}
 
-/* values of `"key": x` on every line of a JSONL file that has it */
-static int jsonl_values(const char *path, const char *key, double *out, int cap) {
-    char *s = slurp(path), pat[64];
-    if (!s) return 0;
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    int n = 0;
-    for (char *line = strtok(s, "\n"); line && n < cap; line = strtok(NULL, "\n")) {
-        char *p = strstr(line, pat);
-        if (p) out[n++] = strtod(p + strlen(pat), NULL);
-    }
-    free(s);
-    return n;
-}
 
 /* the metrics without the timing fields (img_per_s, elapsed_s are last on every line) */
 static char *metrics_untimed(const char *run_dir) {
     char p[512];
     snprintf(p, sizeof p, "%s/metrics.jsonl", run_dir);
-    char *s = slurp(p);
+    char *s = test_slurp(p, NULL);
     if (!s) return NULL;
     char *w = s;
     for (char *r = s; *r;) {
@@ -150,7 +118,7 @@ static void check_refused(const char *args, const char *log, const char *what, c
     char p[600];
     CHECK(run(args, log) != 0, "%s was accepted", what);
     snprintf(p, sizeof p, "%s/%s", tmp, log);
-    char *msg = slurp(p);
+    char *msg = test_slurp(p, NULL);
     printf("%s: %s", what, msg ? msg : "(none)\n");
     for (int i = 0; i < n; i++)
         CHECK(msg && strstr(msg, words[i]), "%s: the message does not say '%s'", what, words[i]);
@@ -167,11 +135,7 @@ int main(void) {
         printf("test_train: skipped (no Fashion-MNIST in " FMNIST_DEFAULT_DIR ")\n");
         return 77;
     }
-    ssize_t k = readlink("/proc/self/exe", addc, sizeof addc - 8);
-    CHECK(k > 0, "readlink /proc/self/exe");
-    addc[k] = 0;
-    strcpy(strrchr(addc, '/') + 1, "addc");
-    CHECK(access(addc, X_OK) == 0, "the addc program is not built beside the test: %s", addc);
+    if (!test_addc_locate(addc, sizeof addc)) return test_main_end("train");
     snprintf(tmp, sizeof tmp, "/tmp/addc_test_train_%d", (int)getpid());
     char fm[300], a[8192], p[600], q[600];
     snprintf(fm, sizeof fm, "%s/fm", tmp);
@@ -189,7 +153,7 @@ int main(void) {
     CHECK(run(a, "diff.log") == 0, "diffusion run failed: see %s/diff.log", tmp);
     double loss[128];
     snprintf(p, sizeof p, "%s/diff/metrics.jsonl", tmp);
-    int n = jsonl_values(p, "loss", loss, 128);
+    int n = test_jsonl_values(p, "loss", loss, 128);
     CHECK(n == 80, "diffusion: %d loss lines, want 80", n);
     if (n == 80) {
         double first = 0, last = 0;
@@ -217,14 +181,14 @@ int main(void) {
     }
     double lg[8], ld[8], r1[8], t0[2], t1[2];
     snprintf(p, sizeof p, "%s/add0/metrics.jsonl", tmp);
-    int ng = jsonl_values(p, "loss_g", lg, 8), nd = jsonl_values(p, "loss_d", ld, 8);
-    jsonl_values(p, "r1", r1, 8);
+    int ng = test_jsonl_values(p, "loss_g", lg, 8), nd = test_jsonl_values(p, "loss_d", ld, 8);
+    test_jsonl_values(p, "r1", r1, 8);
     CHECK(ng == 3 && nd == 3, "ADD: %d loss_g and %d loss_d lines, want 3", ng, nd);
     for (int i = 0; i < ng && i < nd; i++) {
         printf("ADD step %d: loss_g %.5f loss_d %.5f r1 %.4g\n", i + 1, lg[i], ld[i], r1[i]);
         CHECK(isfinite(lg[i]) && isfinite(ld[i]) && isfinite(r1[i]), "ADD step %d: non-finite loss", i + 1);
     }
-    CHECK(jsonl_values(p, "teacher_sumsq_start", t0, 2) == 1 && jsonl_values(p, "teacher_sumsq_end", t1, 2) == 1 &&
+    CHECK(test_jsonl_values(p, "teacher_sumsq_start", t0, 2) == 1 && test_jsonl_values(p, "teacher_sumsq_end", t1, 2) == 1 &&
               t0[0] == t1[0] && t0[0] > 0,
           "the teacher's weights changed during ADD (or no summary line)");
     snprintf(p, sizeof p, "%s/add0/student.safetensors", tmp);
@@ -236,7 +200,7 @@ int main(void) {
     snprintf(p, sizeof p, "%s/add0/student-step-0000002.safetensors", tmp);
     CHECK(access(p, R_OK) == 0, "no interval weights at step 2");
     snprintf(p, sizeof p, "%s/add0/command.txt", tmp);
-    char *cmd = slurp(p);
+    char *cmd = test_slurp(p, NULL);
     CHECK(cmd && strstr(cmd, "toy_add.yaml") && strstr(cmd, "--run-dir"), "command.txt lacks the command line");
     free(cmd);
 
@@ -249,7 +213,7 @@ int main(void) {
     snprintf(p, sizeof p, "%s/add0/samples", tmp);
     CHECK(access(p, F_OK) != 0, "a run without sample.every made %s", p);
     snprintf(p, sizeof p, "%s/add1.log", tmp);
-    char *log1 = slurp(p);
+    char *log1 = test_slurp(p, NULL);
     CHECK(log1 && strstr(log1, "sample grid") && strstr(log1, "step-0000002.png"), "no log line for the grid");
     free(log1);
 
@@ -274,7 +238,7 @@ int main(void) {
     CHECK(run(a, "again.log") == 0, "config.yaml did not read back: see %s/again.log", tmp);
     snprintf(a, sizeof a, "%s/again/config.yaml", tmp);
     snprintf(p, sizeof p, "%s/add0/config.yaml", tmp);
-    char *c0 = slurp(p), *c1 = slurp(a);
+    char *c0 = test_slurp(p, NULL), *c1 = test_slurp(a, NULL);
     char *s0 = c0 ? strstr(c0, "\nbatch:") : NULL, *s1 = c1 ? strstr(c1, "\nbatch:") : NULL;
     CHECK(s0 && s1 && !strcmp(s0, s1), "config.yaml changed on a round trip (beyond steps)");
     free(c0);
@@ -292,7 +256,7 @@ int main(void) {
     CHECK(run(a, "cls.log") == 0, "classify run failed: see %s/cls.log", tmp);
     double closs[64], cacc[64], tacc[2] = {-1, -1}, tn[2] = {0, 0}, tema[2] = {-1, -1};
     snprintf(p, sizeof p, "%s/cls/metrics.jsonl", tmp);
-    int nl = jsonl_values(p, "loss", closs, 64), na = jsonl_values(p, "accuracy", cacc, 64);
+    int nl = test_jsonl_values(p, "loss", closs, 64), na = test_jsonl_values(p, "accuracy", cacc, 64);
     CHECK(nl == 60 && na == 60, "classify: %d loss and %d accuracy lines, want 60", nl, na);
     if (nl == 60 && na == 60) {
         double first = 0, last = 0, acc_first = 0, acc_last = 0;
@@ -306,21 +270,21 @@ int main(void) {
         CHECK(last < 0.8 * first, "classify loss did not drop by 20%%: %.4f -> %.4f", first, last);
         CHECK(acc_last > acc_first, "classify batch accuracy did not rise: %.3f -> %.3f", acc_first, acc_last);
     }
-    CHECK(jsonl_values(p, "test_accuracy", tacc, 2) == 1 && jsonl_values(p, "test_images", tn, 2) == 1 &&
-              jsonl_values(p, "test_accuracy_ema", tema, 2) == 1,
+    CHECK(test_jsonl_values(p, "test_accuracy", tacc, 2) == 1 && test_jsonl_values(p, "test_images", tn, 2) == 1 &&
+              test_jsonl_values(p, "test_accuracy_ema", tema, 2) == 1,
           "classify: no test accuracy in the final metrics line");
     printf("classify: test accuracy %.3f (EMA %.3f) over %.0f images\n", tacc[0], tema[0], tn[0]);
     CHECK(tn[0] == 64, "the test pass read %.0f images, want all 64 once", tn[0]);
     CHECK(tacc[0] <= 1 && tacc[0] > 0.2, "test accuracy %.3f: not clearly above chance (0.1)", tacc[0]);
     snprintf(p, sizeof p, "%s/cls.log", tmp);
-    char *clog = slurp(p);
+    char *clog = test_slurp(p, NULL);
     CHECK(clog && strstr(clog, "acc ") && strstr(clog, "test accuracy"), "classify: no accuracy in the output");
     free(clog);
     snprintf(p, sizeof p, "%s/cls/student_ema.safetensors", tmp);
     CHECK(access(p, R_OK) == 0, "classify: no EMA weights written");
     char *cfg_back = NULL;
     snprintf(p, sizeof p, "%s/cls/config.yaml", tmp);
-    cfg_back = slurp(p);
+    cfg_back = test_slurp(p, NULL);
     CHECK(cfg_back && strstr(cfg_back, "mode: classify") && strstr(cfg_back, "label_field: \"label\""),
           "classify: config.yaml lacks the mode or label field");
     free(cfg_back);
@@ -334,7 +298,7 @@ int main(void) {
              tmp, tmp, tmp);
     CHECK(run(a, "cnn.log") == 0, "classify run of the convnet failed: see %s/cnn.log", tmp);
     snprintf(p, sizeof p, "%s/cnn/metrics.jsonl", tmp);
-    CHECK(jsonl_values(p, "accuracy", cacc, 64) == 3 && jsonl_values(p, "test_images", tn, 2) == 1 && tn[0] == 64,
+    CHECK(test_jsonl_values(p, "accuracy", cacc, 64) == 3 && test_jsonl_values(p, "test_images", tn, 2) == 1 && tn[0] == 64,
           "convnet: no per-step accuracy or test pass in %s", p);
 
     /* classify mode refuses: a label field the json lacks, a head of the wrong size, text */
@@ -358,14 +322,14 @@ int main(void) {
     snprintf(a, sizeof a, "train configs/train/toy_add.yaml " COMMON " opt_g.lrr=1 --run-dir %s/bad", tmp, tmp);
     CHECK(run(a, "bad1.log") != 0, "an unknown key was accepted");
     snprintf(p, sizeof p, "%s/bad1.log", tmp);
-    char *msg = slurp(p);
+    char *msg = test_slurp(p, NULL);
     printf("bad key: %s", msg ? msg : "(none)\n");
     CHECK(msg && strstr(msg, "opt_g.lrr") && strstr(msg, "lr"), "the message does not name the key");
     free(msg);
     snprintf(a, sizeof a, "train configs/train/toy_add.yaml " COMMON " teacher.config= --run-dir %s/bad", tmp, tmp);
     CHECK(run(a, "bad2.log") != 0, "ADD without a teacher was accepted");
     snprintf(p, sizeof p, "%s/bad2.log", tmp);
-    msg = slurp(p);
+    msg = test_slurp(p, NULL);
     printf("no teacher: %s", msg ? msg : "(none)\n");
     CHECK(msg && strstr(msg, "teacher.config"), "the message does not name teacher.config");
     free(msg);
@@ -373,7 +337,7 @@ int main(void) {
              tmp, tmp, tmp);
     CHECK(run(a, "bad3.log") != 0, "mismatched heads were accepted");
     snprintf(p, sizeof p, "%s/bad3.log", tmp);
-    msg = slurp(p);
+    msg = test_slurp(p, NULL);
     printf("bad heads: %s", msg ? msg : "(none)\n");
     CHECK(msg && strstr(msg, "c_dim"), "the message does not name c_dim");
     free(msg);

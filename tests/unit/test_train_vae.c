@@ -312,40 +312,9 @@ done:
 
 static char addc[1024], tmp[256], cmdbuf[8192];
 
-static int run(const char *args, const char *log) {
-    const char *threads = getenv("ADDC_THREADS");
-    snprintf(cmdbuf, sizeof cmdbuf, "cd %s && ADDC_THREADS=%s %s %s > %s/%s 2>&1", src, threads ? threads : "2", addc,
-             args, tmp, log);
-    int rc = system(cmdbuf);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+static int run(const char *args, const char *log) { return test_addc_run(addc, test_threads_or("2"), args, tmp, log); }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = 0;
-    fclose(f);
-    return s;
-}
 
-/* values of `"key": x` on every line of a JSONL file that has it */
-static int jsonl_values(const char *path, const char *key, double *out, int cap) {
-    char *s = slurp(path), pat[64];
-    if (!s) return 0;
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    int n = 0;
-    for (char *line = strtok(s, "\n"); line && n < cap; line = strtok(NULL, "\n")) {
-        char *p = strstr(line, pat);
-        if (p) out[n++] = strtod(p + strlen(pat), NULL);
-    }
-    free(s);
-    return n;
-}
 
 /* max |a - b| over the tensors of two safetensors files of the same names and sizes (INFINITY if
  * they differ there, -1 if one does not open) */
@@ -404,8 +373,8 @@ static double e2e_run(const char *name, const char *extra, const char *init, dou
     if (rc != 0) return -1;
     double lg[8], ld[8], dist[8];
     snprintf(p, sizeof p, "%s/%s/metrics.jsonl", tmp, name);
-    int ng = jsonl_values(p, "loss_g", lg, 8), nd = jsonl_values(p, "loss_d", ld, 8);
-    int nn = jsonl_values(p, "gnorm_g", gnorm, 8), ndist = jsonl_values(p, "distill", dist, 8);
+    int ng = test_jsonl_values(p, "loss_g", lg, 8), nd = test_jsonl_values(p, "loss_d", ld, 8);
+    int nn = test_jsonl_values(p, "gnorm_g", gnorm, 8), ndist = test_jsonl_values(p, "distill", dist, 8);
     CHECK(ng == E2E_STEPS && nd == E2E_STEPS && nn == E2E_STEPS && ndist == E2E_STEPS,
           "%s: %d loss_g, %d loss_d, %d gnorm_g, %d distill lines, want %d", name, ng, nd, nn, ndist, E2E_STEPS);
     for (int i = 0; i < ng && i < nd && i < nn && i < ndist; i++) {
@@ -423,12 +392,7 @@ static double e2e_run(const char *name, const char *extra, const char *init, dou
 }
 
 static void test_end_to_end(void) {
-    ssize_t k = readlink("/proc/self/exe", addc, sizeof addc - 8);
-    CHECK(k > 0, "readlink /proc/self/exe");
-    if (k <= 0) return;
-    addc[k] = 0;
-    strcpy(strrchr(addc, '/') + 1, "addc");
-    CHECK(access(addc, X_OK) == 0, "the addc program is not built beside the test: %s", addc);
+    if (!test_addc_locate(addc, sizeof addc)) return;
     snprintf(tmp, sizeof tmp, "/tmp/addc_test_train_vae_%d", (int)getpid());
     char fm[300], init[600];
     snprintf(fm, sizeof fm, "%s/fm", tmp);
