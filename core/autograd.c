@@ -15,7 +15,10 @@ void tape_free(Tape *t) {
     free(t->nodes);
     memset(t, 0, sizeof *t);
 }
-void tape_clear(Tape *t) { t->n = 0; }
+void tape_clear(Tape *t) {
+    t->n = 0;
+    t->has_homes = 0;
+}
 
 static Status tape_push(Tape *t, const Node *n, int32_t *idx) {
     if (t->n == t->cap) {
@@ -146,9 +149,20 @@ Node node_make(int op, int n_in, Var *const *in) {
     return n;
 }
 
+/* Calls acquire of every input's home (see VarHome), naming the op on failure. */
+static Status node_homes_acquire(const Node *n, bool backward) {
+    for (int i = 0; i < n->n_in; i++) {
+        VarHome *h = n->in[i] ? n->in[i]->home : NULL;
+        if (!h) continue;
+        Status st = h->acquire(h, backward);
+        if (st != ADDC_OK) return addc_error_context(st, "%s: making a sharded parameter resident", op_name(n->op));
+    }
+    return ADDC_OK;
+}
+
 Var *op_exec(Ctx *c, Node *n, DType out_dt, int32_t out_ndim, const int64_t *out_shape) {
     Device dev = c->device;
-    int have_dev = 0, record = 0;
+    int have_dev = 0, record = 0, homes = 0;
     for (int i = 0; i < n->n_in; i++) {
         Var *x = n->in[i];
         if (!x) continue;
@@ -161,6 +175,7 @@ Var *op_exec(Ctx *c, Node *n, DType out_dt, int32_t out_ndim, const int64_t *out
             return NULL;
         }
         if (x->requires_grad) record = 1;
+        if (x->home) homes = 1;
     }
     record = record && c->tape != NULL;
     n->save = (uint8_t)record;
@@ -177,6 +192,8 @@ Var *op_exec(Ctx *c, Node *n, DType out_dt, int32_t out_ndim, const int64_t *out
             addc_error_set(ADDC_ERR_UNSUPPORTED, "op %s has no %s kernel", op_name(n->op), be->name);
             return NULL;
         }
+        /* a recompute is part of a backward walk: its units are about to get gradients */
+        if (homes && node_homes_acquire(n, c->recomputing > 0) != ADDC_OK) return NULL;
         double t0 = profile_enabled() ? profile_now() : 0;
         Status st = impl->fwd(c, n);
         if (t0 > 0) profile_add(n, false, profile_now() - t0);
@@ -188,6 +205,7 @@ Var *op_exec(Ctx *c, Node *n, DType out_dt, int32_t out_ndim, const int64_t *out
     if (record) {
         int32_t idx;
         if (tape_push(c->tape, n, &idx) != ADDC_OK) return NULL;
+        c->tape->has_homes |= (uint8_t)homes;
         y->tape = c->tape;
         y->node = idx;
         y->requires_grad = 1;
@@ -223,6 +241,7 @@ Var *op_checkpoint(Ctx *c, RegionFn fn, void *user, Var *const *in, int n_in) {
     n.out = y;
     int32_t idx;
     if (tape_push(c->tape, &n, &idx) != ADDC_OK) return NULL;
+    for (int i = 0; i < n_in; i++) c->tape->has_homes |= (uint8_t)(in[i]->home != NULL);
     y->tape = c->tape;
     y->node = idx;
     y->requires_grad = 1;
@@ -278,34 +297,81 @@ static Status checkpoint_backward(Ctx *c, const Node *n) {
 
 /* ---- plain backward ---- */
 
+/* One home whose last reader among the walked nodes is `node` (see VarHome.grads_done). */
+typedef struct HomeLast {
+    int32_t node;
+    VarHome *home;
+} HomeLast;
+
+/* The homes read by nodes [0, from] of t, each with its lowest reading node, ascending by node;
+ * *n_out of them (0 and NULL when the tape reads no home). Kept in the walk's own list, so a
+ * nested walk (a checkpoint recompute) reusing walk_last cannot disturb it. */
+static HomeLast *walk_homes_plan(Ctx *c, const Tape *t, int32_t from, int32_t *n_out) {
+    *n_out = 0;
+    if (!t->has_homes) return NULL;
+    for (int32_t i = from; i >= 0; i--) /* descending: the lowest reader is written last */
+        for (int j = 0; j < t->nodes[i].n_in; j++) {
+            const Var *x = t->nodes[i].in[j];
+            if (x && x->home) x->home->walk_last = i;
+        }
+    int32_t n = 0;
+    for (int32_t i = 0; i <= from; i++) /* count each home once, marking it -(i + 2) */
+        for (int j = 0; j < t->nodes[i].n_in; j++) {
+            const Var *x = t->nodes[i].in[j];
+            if (x && x->home && x->home->walk_last == i) {
+                x->home->walk_last = -(i + 2);
+                n++;
+            }
+        }
+    HomeLast *plan = arena_alloc(c->arena, (int64_t)sizeof(HomeLast) * (n ? n : 1));
+    if (!plan) return NULL;
+    int32_t k = 0;
+    for (int32_t i = 0; i <= from; i++)
+        for (int j = 0; j < t->nodes[i].n_in; j++) {
+            const Var *x = t->nodes[i].in[j];
+            if (x && x->home && x->home->walk_last == -(i + 2)) {
+                x->home->walk_last = -1;
+                plan[k++] = (HomeLast){i, x->home};
+            }
+        }
+    *n_out = n;
+    return plan;
+}
+
+static Status backward_node(Ctx *c, const Node *n) {
+    if (!n->out->g.data) return ADDC_OK;
+    if (n->op == OP_CHECKPOINT) { /* the recompute acquires what it reads */
+        Status st = checkpoint_backward(c, n);
+        n->out->g.data = NULL;
+        return st;
+    }
+    const Backend *be = backend_for(n->out->v.device);
+    if (!be) return addc_error_status();
+    const OpImpl *impl = be->ops[n->op];
+    if (!impl || !impl->bwd)
+        return addc_error_set(ADDC_ERR_UNSUPPORTED, "op %s has no %s backward", op_name(n->op), be->name);
+    TRY(node_homes_acquire(n, true));
+    double t0 = profile_enabled() ? profile_now() : 0;
+    Status st = impl->bwd(c, (Node *)n);
+    if (t0 > 0) profile_add(n, true, profile_now() - t0);
+    if (st != ADDC_OK) addc_error_context(st, "%s backward", op_name(n->op));
+    n->out->g.data = NULL; /* consumed: a later backward on this tape starts from zero */
+    return st;
+}
+
 static Status backward_walk(Ctx *c, Tape *t, int32_t from) {
+    int32_t n_last = 0;
+    HomeLast *last = walk_homes_plan(c, t, from, &n_last);
+    if (t->has_homes && !last) return addc_error_status();
     Tape *saved = c->tape;
     c->tape = NULL; /* kernels may call ops for scratch work; nothing is recorded */
     Status st = ADDC_OK;
-    for (int32_t i = from; i >= 0 && st == ADDC_OK; i--) {
-        const Node *n = &t->nodes[i];
-        if (!n->out->g.data) continue;
-        if (n->op == OP_CHECKPOINT) {
-            st = checkpoint_backward(c, n);
-            n->out->g.data = NULL;
-            continue;
+    for (int32_t i = from, k = n_last - 1; i >= 0 && st == ADDC_OK; i--) {
+        st = backward_node(c, &t->nodes[i]);
+        for (; st == ADDC_OK && k >= 0 && last[k].node == i; k--) {
+            st = last[k].home->grads_done(last[k].home);
+            if (st != ADDC_OK) addc_error_context(st, "backward: reducing sharded gradients");
         }
-        const Backend *be = backend_for(n->out->v.device);
-        if (!be) {
-            st = addc_error_status();
-            break;
-        }
-        const OpImpl *impl = be->ops[n->op];
-        if (!impl || !impl->bwd) {
-            st = addc_error_set(ADDC_ERR_UNSUPPORTED, "op %s has no %s backward", op_name(n->op),
-                                be->name);
-            break;
-        }
-        double t0 = profile_enabled() ? profile_now() : 0;
-        st = impl->bwd(c, (Node *)n);
-        if (t0 > 0) profile_add(n, true, profile_now() - t0);
-        if (st != ADDC_OK) addc_error_context(st, "%s backward", op_name(n->op));
-        n->out->g.data = NULL; /* consumed: a later backward on this tape starts from zero */
     }
     c->tape = saved;
     return st;
@@ -408,7 +474,8 @@ Status autograd_grad(Ctx *c, Var *y, Var *dy, Var *const *wrt, int n, Var **grad
             x->want_gv = (uint8_t)(is_wrt(x, wrt, n) || (x->tape == t && x->node >= 0 && dep[x->node]));
             touched[ntouched++] = x;
         }
-        st = impl->bwd_graph(&gc, &nd);
+        st = node_homes_acquire(&nd, false); /* reads values; writes no Var.g */
+        if (st == ADDC_OK) st = impl->bwd_graph(&gc, &nd);
         if (st != ADDC_OK) addc_error_context(st, "%s create-graph backward", op_name(nd.op));
         for (int j = 0; j < nd.n_in; j++)
             if (nd.in[j]) nd.in[j]->want_gv = 0;

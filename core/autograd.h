@@ -22,7 +22,12 @@
  *
  * op_checkpoint runs a region (a block) without saving anything, records one node, and in
  * backward recomputes the region on a local tape and runs that backward (ARCHITECTURE §8).
- * Every outer Var the region reads must be passed in `in` (at most NODE_MAX_IN). */
+ * Every outer Var the region reads must be passed in `in` (at most NODE_MAX_IN).
+ *
+ * A Var may have a VarHome (FSDP parameters, distributed/fsdp.h): storage that is not always
+ * resident. Every kernel that reads such a Var is preceded by home->acquire (op_exec, the
+ * backward walks, checkpoint recomputes), and a backward walk calls home->grads_done after the
+ * last node that reads the home. With no homes this costs one pointer test per op input. */
 #ifndef ADDC_CORE_AUTOGRAD_H
 #define ADDC_CORE_AUTOGRAD_H
 
@@ -37,6 +42,22 @@ typedef struct Var Var;
 typedef struct Node Node;
 typedef struct Ctx Ctx;
 
+/* Where a Var's storage lives when it is not always resident (FSDP units, distributed/fsdp.h).
+ * Every parameter Var of a sharded unit points to its unit's home; views (op_reshape) inherit
+ * it. */
+typedef struct VarHome VarHome;
+struct VarHome {
+    /* Before any kernel (forward, backward, create-graph backward, checkpoint recompute) reads an
+     * input Var with a home: make its value valid. `backward` is set for backward kernels and
+     * checkpoint recomputes: the home's gradient range is about to be written, and the walk goes
+     * towards earlier nodes. Called once per input, for the inputs of one node in turn. */
+    Status (*acquire)(VarHome *h, bool backward);
+    /* During a backward walk, after the last node (lowest index) that reads a Var of this home:
+     * its gradients for this walk are complete. May be called more than once per step. */
+    Status (*grads_done)(VarHome *h);
+    int32_t walk_last; /* scratch for the backward walk's plan */
+};
+
 struct Var {
     Tensor v;        /* value */
     Tensor g;        /* accumulated gradient (same shape, f32); data NULL = zero so far */
@@ -46,6 +67,7 @@ struct Var {
     uint8_t requires_grad;
     uint8_t want_gv;  /* set by autograd_grad on the inputs whose gradient it needs */
     const char *name; /* parameters carry their state-dict name */
+    VarHome *home;    /* NULL except FSDP parameters and their views */
 };
 
 #define NODE_MAX_IN 4
@@ -71,6 +93,7 @@ struct Node {
 struct Tape {
     Node *nodes;
     int32_t n, cap;
+    uint8_t has_homes; /* some recorded node reads a Var with a home */
 };
 
 typedef struct Backend Backend;

@@ -1,7 +1,8 @@
 /* core/ops/view: reshape, a view with another shape over the same elements.
  *
- * The output aliases the input's storage (no copy); on the tape the node's backward adds
- * the output gradient, read under the input's shape, into the input gradient (+=). */
+ * The output aliases the input's storage (no copy) and inherits its VarHome (FSDP); on the
+ * tape the node's backward adds the output gradient, read under the input's shape, into the
+ * input gradient (+=). */
 #include <string.h>
 
 #include "core/ops/cpu_impls.h"
@@ -48,6 +49,7 @@ Var *op_reshape(Ctx *c, Var *x, int32_t ndim, const int64_t *shape) {
     y->v.device = x->v.device;
     y->v.data = x->v.data;
     y->g.device = x->v.device;
+    y->home = x->home; /* a view of a sharded parameter is read through its unit */
     if (y->tape) y->tape->nodes[y->node].in[0] = x; /* record the real input */
     return y;
 }
