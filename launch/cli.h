@@ -24,6 +24,7 @@ int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* The CLIP vocabulary: `given` (--tokenizer), else CLI_DEFAULT_VOCAB under the working
  * directory or under the checkout the addc binary was built in (its build directory's parent). */

@@ -14,6 +14,7 @@ static const Command commands[] = {
     {"shards", cmd_shards, "build, check and summarise WebDataset shards (fmnist, check, stats)"},
     {"inspect", cmd_inspect, "a model YAML built on meta: parameters, forward FLOPs, memory per rank"},
     {"train", cmd_train, "ADD distillation or diffusion training from YAML configs, into a run directory"},
+    {"export", cmd_export, "a training checkpoint's student (or EMA) as diffusers-layout safetensors"},
     {"sample", cmd_sample, "images from a UNet with the ADD, Euler ancestral, DDIM or Euler sampler, PNGs + manifest.jsonl"},
     {"eval", cmd_eval, "FD, class accuracy and diversity of a run's generated images in an evaluation classifier"},
     {"embed", cmd_embed, "precompute a run's text conditioning (its text encoders on its captions) for text.source embeddings"},

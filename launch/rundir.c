@@ -40,7 +40,7 @@ Status rundir_open(RunDir *r, const char *dir, const char *name, int argc, char 
     }
     TRY(mkdir_p(r->path));
     char p[RUNDIR_PATH_MAX];
-    FILE *f = fopen(rundir_file(r, "command.txt", p), "w");
+    FILE *f = fopen(rundir_file(r, "command.txt", p), "a"); /* a resumed run adds its line */
     if (!f) return addc_error_set(ADDC_ERR_IO, "cannot write '%s': %s", p, strerror(errno));
     for (int i = 0; i < argc; i++) fprintf(f, "%s%s", i ? " " : "", argv[i]);
     fprintf(f, "\n");
@@ -55,7 +55,13 @@ void rundir_close(RunDir *r) {
     r->metrics = NULL;
 }
 
+void rundir_attach(RunDir *r, const char *path) {
+    memset(r, 0, sizeof *r);
+    snprintf(r->path, sizeof r->path, "%s", path);
+}
+
 Status rundir_metrics_append(RunDir *r, const char *json) {
+    if (!r->metrics) return ADDC_OK; /* a rank other than 0 */
     if (fprintf(r->metrics, "%s\n", json) < 0 || fflush(r->metrics) != 0)
         return addc_error_set(ADDC_ERR_IO, "cannot append to %s/metrics.jsonl: %s", r->path, strerror(errno));
     return ADDC_OK;

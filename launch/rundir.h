@@ -1,6 +1,6 @@
 /* launch/rundir: a training run's directory: created on start, it holds the merged config
  * (config.yaml), the command line (command.txt), the metrics (metrics.jsonl: one JSON object
- * per logged step, appended and flushed as they come), the student's weights
+ * per logged step, appended and flushed as they come; written by rank 0), the student's weights
  * (student-step-NNNNNNN.safetensors and student_ema-step-NNNNNNN.safetensors at intervals,
  * student.safetensors and student_ema.safetensors at the end) and, with sample.every > 0, the
  * sample grids (samples/step-NNNNNNN.png, launch/train_grid.h). */
@@ -18,9 +18,11 @@ typedef struct RunDir {
     FILE *metrics; /* metrics.jsonl, append */
 } RunDir;
 
-/* Creates dir (and its parents), writes command.txt from argv, opens metrics.jsonl. dir NULL or
- * "": runs/<name>-<YYYYmmdd-HHMMSS>. */
+/* Creates dir (and its parents), appends argv to command.txt (a resumed run adds a line), opens
+ * metrics.jsonl for appending. dir NULL or "": runs/<name>-<YYYYmmdd-HHMMSS>. Rank 0 only. */
 Status rundir_open(RunDir *r, const char *dir, const char *name, int argc, char **argv);
+/* The other ranks: the path rank 0 opened, no files (metrics appends are no-ops). */
+void rundir_attach(RunDir *r, const char *path);
 void rundir_close(RunDir *r);
 /* dir/file into out (RUNDIR_PATH_MAX). */
 char *rundir_file(const RunDir *r, const char *file, char *out);

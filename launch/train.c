@@ -8,15 +8,28 @@
  * with the same pieces; classify_step trains a classifier (the discriminator's feature network,
  * the evaluation network) on labelled images, then measures its test accuracy. Networks,
  * batches, conditioning and the optimizer are in train_setup.c, sample grids in train_grid.c,
- * the run directory in rundir.c. One process (the distributed issue adds ranks). */
+ * the run directory in rundir.c, checkpoints in train_ckpt.c.
+ *
+ * Ranks: `mpirun -np N addc train ...` shards every network (train_setup.h); rank 0 writes the run
+ * directory's files, every rank its slabs of a checkpoint. Work is never lost: checkpoints every
+ * checkpoint.every steps, on SIGUSR1 (at the next step, then training goes on), on SIGTERM (then
+ * the run exits with TRAIN_EXIT_PREEMPTED) and at the end; a signal seen by any rank is agreed by
+ * all at the next step. --resume auto (the default) continues from the newest complete checkpoint
+ * of the run directory. A step whose loss or gradient is not finite is skipped and counted;
+ * guard.max_nonfinite in a row stop the run, leaving the last checkpoint as it was. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include <math.h>
+#include <signal.h>
+
 #include "core/ops.h"
+#include "distributed/checkpoint.h"
 #include "launch/cli.h"
+#include "launch/train_ckpt.h"
 #include "launch/rundir.h"
 #include "launch/train_grid.h"
 #include "launch/train_setup.h"
@@ -26,14 +39,41 @@
 #include "losses/metrics.h"
 
 #define TRAIN_MAX_FILES 16
+#define TRAIN_EXIT_PREEMPTED 75 /* SIGTERM: checkpoint saved, resubmit to continue (EX_TEMPFAIL) */
 #define TRAIN_MAX_OVERRIDES 64
 
 typedef struct StepMetrics {
     double loss_g, adv_g, distill, loss_d, hinge, r1, r1_term; /* ADD */
     double loss;                                              /* diffusion, classify */
     double accuracy;                                          /* classify: of the batch, before the update */
-    double gnorm_g, gnorm_d, lr_g, lr_d;
+    double gnorm_g, gnorm_d, lr_g, lr_d;                      /* global */
+    int skipped;                                              /* updates skipped: non-finite loss or gradient */
+    long long comm_bytes;                                     /* bytes this rank sent in collectives this step */
 } StepMetrics;
+#define STEP_METRICS_MEAN 8 /* the first 8 fields are per-rank means, averaged over ranks for the log */
+
+/* The guard's test hook: steps inject_nan_at .. + inject_nan_count - 1 (1-based) get a NaN loss. */
+static Var *maybe_poison(Ctx *c, const Trainer *t, Var *loss) {
+    const TrainGuardConfig *gd = &t->cfg.guard;
+    int64_t s = t->step + 1;
+    if (!loss || gd->inject_nan_at == 0 || s < gd->inject_nan_at || s >= gd->inject_nan_at + gd->inject_nan_count)
+        return loss;
+    return op_scale(c, loss, NAN, 0);
+}
+
+/* After the backward of a loss with value `loss` (this rank's): the gradients reduced over ranks, then
+ * one update unless the loss or the gradient is not finite anywhere (agreed: the norm is global and
+ * a NaN on one rank reaches every shard; the loss is all-reduced). Returns whether it updated. */
+static Status update(Trainer *t, Optimizer *o, double loss, double *lr, double *gnorm, bool *done) {
+    TRY(optimizer_grads_reduce(o));
+    if (t->world > 1) TRY(comm_allreduce(t->comm, &loss, &loss, 1, COMM_F64, COMM_SUM, "loss check"));
+    *lr = optimizer_lr(o);
+    *gnorm = optimizer_grad_norm(o);
+    *done = isfinite(loss) && isfinite(*gnorm);
+    if (*done) optimizer_step(o, *gnorm);
+    else optimizer_zero_grad(o);
+    return ADDC_OK;
+}
 
 static double scalar(Var *v) { return ((const float *)v->v.data)[0]; }
 
@@ -80,7 +120,7 @@ static Status add_step(Trainer *t, StepMetrics *m) {
     const AddLossConfig *L = &t->cfg.loss;
     const int64_t B = t->batch.B;
     const int K = disc_head_count(t);
-    DrawKey key = {(uint64_t)t->cfg.seed, (uint32_t)t->step, (uint64_t)(t->step * B)};
+    DrawKey key = {(uint64_t)t->cfg.seed, (uint32_t)t->step, trainer_first_index(t)};
     int64_t s[B], tt[B];
 
     /* 1. encode the real images; text conditioning */
@@ -121,16 +161,18 @@ static Status add_step(Trainer *t, StepMetrics *m) {
     TRY(disc_logits(&g, t, feat_fake, c_disc, true, logit_fake)); /* the step's one power iteration */
     Var *l_adv = adv_generator_loss(&g, logit_fake, K, L->adv.head_reduce);
     Var *l_g = adv_generator_total(&g, &L->distill, op_scale(&g, l_adv, t->cfg.adv_weight, 0), l_distill);
+    l_g = maybe_poison(&g, t, l_g);
     if (!l_g) return addc_error_status();
 
     /* 7. backward and update G */
     TRY(tape_backward(&g, l_g));
-    m->lr_g = optimizer_lr(&t->opt_g);
-    m->gnorm_g = optimizer_step(&t->opt_g);
-    trainer_ema_update(t);
+    bool done;
+    TRY(update(t, &t->opt_g, scalar(l_g), &m->lr_g, &m->gnorm_g, &done));
+    if (done) trainer_ema_update(t);
+    m->skipped += !done;
 
     /* 8. discriminator: real features (R1 needs their gradient), stop-gradient fake features */
-    param_store_zero_grad(&t->heads->params); /* the generator's backward passed through the heads */
+    optimizer_zero_grad(&t->opt_d); /* the generator's backward passed through the heads */
     Var *feat_real[DISC_MAX_HEADS], *logit_real[DISC_MAX_HEADS], *logit_sg[DISC_MAX_HEADS];
     TRY(disc_features(&n, t, x0, feat_real));
     for (int k = 0; k < K; k++) {
@@ -147,8 +189,8 @@ static Status add_step(Trainer *t, StepMetrics *m) {
 
     /* 9. backward and update D */
     TRY(tape_backward(&g, l_d));
-    m->lr_d = optimizer_lr(&t->opt_d);
-    m->gnorm_d = optimizer_step(&t->opt_d);
+    TRY(update(t, &t->opt_d, scalar(l_d), &m->lr_d, &m->gnorm_d, &done));
+    m->skipped += !done;
 
     m->loss_g = scalar(l_g);
     m->adv_g = scalar(l_adv);
@@ -165,7 +207,7 @@ static Status diffusion_step(Trainer *t, StepMetrics *m) {
     Ctx n = ctx_make(&t->arena, NULL, DEVICE_CPU);
     const AddLossConfig *L = &t->cfg.loss;
     const int64_t B = t->batch.B;
-    DrawKey key = {(uint64_t)t->cfg.seed, (uint32_t)t->step, (uint64_t)(t->step * B)};
+    DrawKey key = {(uint64_t)t->cfg.seed, (uint32_t)t->step, trainer_first_index(t)};
     int64_t tt[B];
 
     Var *z0 = latent_encode(&n, &t->codec, batch_images(&n, &t->batch));
@@ -177,12 +219,14 @@ static Status diffusion_step(Trainer *t, StepMetrics *m) {
     Var *z_t = diffusion_noise_add(&n, &t->schedule, z0, eps, tt);
     Var *pred = unet_pred(&g, t->student, z_t, tt, &cond);
     Var *loss = diffusion_loss(&g, &t->schedule, L->prediction, L->diffusion.min_snr_gamma, pred, z0, eps, tt);
+    loss = maybe_poison(&g, t, loss);
     if (!loss) return addc_error_status();
 
     TRY(tape_backward(&g, loss));
-    m->lr_g = optimizer_lr(&t->opt_g);
-    m->gnorm_g = optimizer_step(&t->opt_g);
-    trainer_ema_update(t);
+    bool done;
+    TRY(update(t, &t->opt_g, scalar(loss), &m->lr_g, &m->gnorm_g, &done));
+    if (done) trainer_ema_update(t);
+    m->skipped += !done;
     m->loss = scalar(loss);
     return ADDC_OK;
 }
@@ -192,13 +236,14 @@ static Status classify_step(Trainer *t, StepMetrics *m) {
     Ctx g = ctx_make(&t->arena, &t->tape, DEVICE_CPU);
     Var *features, *logits;
     TRY(model_classify(&g, t->student, batch_images(&g, &t->batch), &features, &logits));
-    Var *loss = op_cross_entropy(&g, logits, t->batch.labels);
+    Var *loss = maybe_poison(&g, t, op_cross_entropy(&g, logits, t->batch.labels));
     if (!loss) return addc_error_status();
 
     TRY(tape_backward(&g, loss));
-    m->lr_g = optimizer_lr(&t->opt_g);
-    m->gnorm_g = optimizer_step(&t->opt_g);
-    trainer_ema_update(t);
+    bool done;
+    TRY(update(t, &t->opt_g, scalar(loss), &m->lr_g, &m->gnorm_g, &done));
+    if (done) trainer_ema_update(t);
+    m->skipped += !done;
     m->loss = scalar(loss);
     int64_t hits = metrics_argmax_hits(logits->v.data, logits->v.shape[0], logits->v.shape[1], t->batch.labels);
     m->accuracy = (double)hits / (double)t->batch.B;
@@ -215,30 +260,34 @@ static void format_hms(double s, char *out, size_t cap) {
     snprintf(out, cap, "%ld:%02ld:%02ld", v / 3600, v / 60 % 60, v % 60);
 }
 
-static Status log_step(Trainer *t, RunDir *rd, const StepMetrics *m, double elapsed, double img_s, bool print) {
+/* done: steps this process ran (the ETA's rate; a resumed run started later). */
+static Status log_step(Trainer *t, RunDir *rd, const StepMetrics *m, double elapsed, int64_t done, double img_s,
+                       bool print) {
     char line[1024];
     int32_t mode = t->cfg.mode;
     if (mode == TRAIN_MODE_ADD)
         snprintf(line, sizeof line,
                  "{\"step\": %lld, \"loss_g\": %.9g, \"adv_g\": %.9g, \"distill\": %.9g, \"loss_d\": %.9g, "
                  "\"hinge\": %.9g, \"r1\": %.9g, \"r1_term\": %.9g, \"gnorm_g\": %.9g, \"gnorm_d\": %.9g, "
-                 "\"lr_g\": %.9g, \"lr_d\": %.9g, \"img_per_s\": %.4g, \"elapsed_s\": %.4g}",
+                 "\"lr_g\": %.9g, \"lr_d\": %.9g, \"skipped\": %d, \"comm_bytes\": %lld, \"img_per_s\": %.4g, "
+                 "\"elapsed_s\": %.4g}",
                  (long long)t->step, m->loss_g, m->adv_g, m->distill, m->loss_d, m->hinge, m->r1, m->r1_term,
-                 m->gnorm_g, m->gnorm_d, m->lr_g, m->lr_d, img_s, elapsed);
+                 m->gnorm_g, m->gnorm_d, m->lr_g, m->lr_d, m->skipped, m->comm_bytes, img_s, elapsed);
     else if (mode == TRAIN_MODE_CLASSIFY)
         snprintf(line, sizeof line,
                  "{\"step\": %lld, \"loss\": %.9g, \"accuracy\": %.9g, \"gnorm\": %.9g, \"lr\": %.9g, "
-                 "\"img_per_s\": %.4g, \"elapsed_s\": %.4g}",
-                 (long long)t->step, m->loss, m->accuracy, m->gnorm_g, m->lr_g, img_s, elapsed);
+                 "\"skipped\": %d, \"comm_bytes\": %lld, \"img_per_s\": %.4g, \"elapsed_s\": %.4g}",
+                 (long long)t->step, m->loss, m->accuracy, m->gnorm_g, m->lr_g, m->skipped, m->comm_bytes, img_s,
+                 elapsed);
     else
         snprintf(line, sizeof line,
-                 "{\"step\": %lld, \"loss\": %.9g, \"gnorm\": %.9g, \"lr\": %.9g, \"img_per_s\": %.4g, "
-                 "\"elapsed_s\": %.4g}",
-                 (long long)t->step, m->loss, m->gnorm_g, m->lr_g, img_s, elapsed);
+                 "{\"step\": %lld, \"loss\": %.9g, \"gnorm\": %.9g, \"lr\": %.9g, \"skipped\": %d, "
+                 "\"comm_bytes\": %lld, \"img_per_s\": %.4g, \"elapsed_s\": %.4g}",
+                 (long long)t->step, m->loss, m->gnorm_g, m->lr_g, m->skipped, m->comm_bytes, img_s, elapsed);
     TRY(rundir_metrics_append(rd, line));
-    if (!print) return ADDC_OK;
+    if (!print || t->rank != 0) return ADDC_OK;
     char eta[32];
-    format_hms(elapsed / (double)t->step * (double)(t->cfg.steps - t->step), eta, sizeof eta);
+    format_hms(elapsed / (double)done * (double)(t->cfg.steps - t->step), eta, sizeof eta);
     if (mode == TRAIN_MODE_ADD)
         printf("step %6lld/%lld | G %.4f (adv %.4f distill %.4f) | D %.4f (hinge %.4f r1 %.3g) | lr %.2e/%.2e | "
                "gnorm %.3g/%.3g | %.1f img/s | ETA %s\n",
@@ -263,11 +312,12 @@ static Status save_student(Trainer *t, RunDir *rd, const char *file, bool ema) {
 static Status write_grid(Trainer *t, RunDir *rd, double *secs) {
     char f[64], p[RUNDIR_PATH_MAX];
     double t0 = cli_now_s();
-    if (mkdir(rundir_file(rd, "samples", p), 0755) != 0 && errno != EEXIST)
+    if (t->rank == 0 && mkdir(rundir_file(rd, "samples", p), 0755) != 0 && errno != EEXIST)
         return addc_error_set(ADDC_ERR_IO, "cannot create %s: %s", p, strerror(errno));
     snprintf(f, sizeof f, "samples/step-%07lld.png", (long long)t->step);
-    TRY(train_grid_write(t, rundir_file(rd, f, p)));
+    TRY(train_grid_write(t, t->rank == 0 ? rundir_file(rd, f, p) : NULL));
     *secs = cli_now_s() - t0;
+    if (t->rank != 0) return ADDC_OK;
     int64_t H, W;
     train_grid_size(&t->cfg, &H, &W);
     printf("sample grid %s: %lld x %lld px, %d prompts x %d blocks of %lld images, %.1f s\n", p, (long long)W,
@@ -281,7 +331,7 @@ static Status write_grid(Trainer *t, RunDir *rd, double *secs) {
  * and training goes on. */
 static void write_grid_or_warn(Trainer *t, RunDir *rd, double *secs) {
     *secs = 0;
-    if (write_grid(t, rd, secs) != ADDC_OK) {
+    if (write_grid(t, rd, secs) != ADDC_OK && t->rank == 0) {
         fprintf(stderr, "addc train: warning: sample grid at step %lld not written: %s; training goes on\n",
                 (long long)t->step, addc_error_message());
         fflush(stderr);
@@ -313,12 +363,96 @@ static Status test_accuracy(Trainer *t, char *json, size_t json_cap, char *note,
     return ADDC_OK;
 }
 
+/* ---- signals, checkpoints, the guard ---- */
+
+static volatile sig_atomic_t signal_save, signal_term;
+
+static void on_signal(int sig) {
+    if (sig == SIGUSR1) signal_save = 1;
+    else signal_term = 1;
+}
+
+static void signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* The signal flags of every rank, agreed (max) so that all save and stop at the same step. */
+static Status signals_agree(Trainer *t, bool *save, bool *term) {
+    uint64_t f[2] = {(uint64_t)signal_save, (uint64_t)signal_term};
+    if (t->world > 1) TRY(comm_allreduce(t->comm, f, f, 2, COMM_U64, COMM_MAX, "signal flags"));
+    *save = f[0] != 0;
+    *term = f[1] != 0;
+    if (*save) signal_save = 0;
+    return ADDC_OK;
+}
+
+typedef struct TrainState {
+    int64_t nonfinite_run, nonfinite_total;
+    char last_ckpt[CKPT_PATH_MAX]; /* newest checkpoint committed or resumed from */
+    bool preempted;
+} TrainState;
+
+static Status checkpoint_save(Trainer *t, RunDir *rd, TrainState *ts, const char *why) {
+    char dir[RUNDIR_PATH_MAX];
+    double mb_s = 0, t0 = cli_now_s();
+    comm_set_phase(t->comm, "checkpoint save");
+    TRY(train_ckpt_save(t, rundir_file(rd, "checkpoints", dir), (int)t->cfg.checkpoint.keep, ts->nonfinite_total,
+                        ts->last_ckpt, (int)sizeof ts->last_ckpt, &mb_s));
+    comm_set_phase(t->comm, "training");
+    if (t->rank == 0) {
+        printf("checkpoint %s (%s): %.2f s, %.1f MB/s from rank 0\n", ts->last_ckpt, why, cli_now_s() - t0, mb_s);
+        fflush(stdout);
+    }
+    return ADDC_OK;
+}
+
+/* Every rank's step metrics that are per-rank means, averaged over ranks (for the log only). */
+static Status metrics_agree(Trainer *t, StepMetrics *m) {
+    if (t->world == 1) return ADDC_OK;
+    double v[9] = {m->loss_g, m->adv_g, m->distill, m->loss_d, m->hinge, m->r1, m->r1_term, m->loss, m->accuracy};
+    TRY(comm_allreduce(t->comm, v, v, 9, COMM_F64, COMM_SUM, "step metrics"));
+    double *dst[9] = {&m->loss_g, &m->adv_g, &m->distill, &m->loss_d, &m->hinge, &m->r1, &m->r1_term, &m->loss,
+                      &m->accuracy};
+    for (int i = 0; i < 9; i++) *dst[i] = v[i] / t->world;
+    return ADDC_OK;
+}
+
+/* The guard: a step with a skipped update is counted; max_nonfinite in a row stop the run. */
+static Status guard_check(Trainer *t, TrainState *ts, const StepMetrics *m) {
+    if (!m->skipped) {
+        ts->nonfinite_run = 0;
+        return ADDC_OK;
+    }
+    ts->nonfinite_run++;
+    ts->nonfinite_total++;
+    if (t->rank == 0) {
+        fprintf(stderr, "addc train: step %lld: non-finite loss or gradient, update skipped (%lld in a row, %lld in all)\n",
+                (long long)t->step, (long long)ts->nonfinite_run, (long long)ts->nonfinite_total);
+        fflush(stderr);
+    }
+    if (ts->nonfinite_run >= t->cfg.guard.max_nonfinite)
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "stopping at step %lld: %lld steps in a row had a non-finite loss or gradient "
+                              "(guard.max_nonfinite %lld); the weights are those of the last good update and the last "
+                              "checkpoint (%s) is untouched: lower the learning rate or check the data, then resume",
+                              (long long)t->step, (long long)ts->nonfinite_run, (long long)t->cfg.guard.max_nonfinite,
+                              ts->last_ckpt[0] ? ts->last_ckpt : "none yet");
+    return ADDC_OK;
+}
+
 /* The loop; note gets what the closing message adds (classify: the test accuracy). */
-static Status train_run(Trainer *t, RunDir *rd, char *note, size_t note_cap) {
+static Status train_run(Trainer *t, RunDir *rd, TrainState *ts, char *note, size_t note_cap) {
     const TrainConfig *c = &t->cfg;
     double start = cli_now_s(), last = start, grid_s = 0;
-    int64_t last_step = 0, every = c->sample.every;
+    int64_t last_step = t->step, first_step = t->step, every = c->sample.every;
     StepMetrics m;
+    comm_set_phase(t->comm, "training");
     while (t->step < c->steps) {
         arena_reset(&t->arena);
         tape_clear(&t->tape);
@@ -326,14 +460,28 @@ static Status train_run(Trainer *t, RunDir *rd, char *note, size_t note_cap) {
         TRY(trainer_next_batch(t));
         TRY(train_steps[c->mode](t, &m));
         t->step++;
+        TRY(metrics_agree(t, &m));
+        m.comm_bytes = (long long)comm_bytes_sent_take(t->comm); /* the step's, with metrics_agree's few bytes */
         double now = cli_now_s();
-        bool print = c->log_every > 0 && (t->step % c->log_every == 0 || t->step == c->steps || t->step == 1);
+        bool print = c->log_every > 0 && (t->step % c->log_every == 0 || t->step == c->steps || t->step == first_step + 1);
         double img_s = (double)((t->step - last_step) * c->batch) / (now - last + 1e-12);
-        TRY(log_step(t, rd, &m, now - start, img_s, print));
+        TRY(log_step(t, rd, &m, now - start, t->step - first_step, img_s, print));
         if (print) {
             last = now;
             last_step = t->step;
         }
+        TRY(guard_check(t, ts, &m));
+        bool save, term;
+        TRY(signals_agree(t, &save, &term));
+        if (term) {
+            TRY(checkpoint_save(t, rd, ts, "SIGTERM"));
+            ts->preempted = true;
+            return ADDC_OK;
+        }
+        /* no periodic checkpoint inside a run of skipped steps: the last one stays the last good one */
+        bool periodic = c->checkpoint.every > 0 && t->step % c->checkpoint.every == 0 && t->step < c->steps &&
+                        ts->nonfinite_run == 0;
+        if (save || periodic) TRY(checkpoint_save(t, rd, ts, save ? "SIGUSR1" : "periodic"));
         if (c->save_every > 0 && t->step % c->save_every == 0 && t->step < c->steps) {
             char f[64];
             snprintf(f, sizeof f, "student-step-%07lld.safetensors", (long long)t->step);
@@ -349,14 +497,25 @@ static Status train_run(Trainer *t, RunDir *rd, char *note, size_t note_cap) {
             last += grid_s;
         }
     }
+    TRY(checkpoint_save(t, rd, ts, "end"));
     TRY(save_student(t, rd, "student.safetensors", false));
     if (t->ema) TRY(save_student(t, rd, "student_ema.safetensors", true));
     if (every > 0) write_grid_or_warn(t, rd, &grid_s); /* after the weights are safe */
-    char line[512];
+    double sumsq = trainer_teacher_sumsq(t);
+    char line[1024];
     snprintf(line, sizeof line,
              "{\"final\": true, \"steps\": %lld, \"teacher_sumsq_start\": %.17g, \"teacher_sumsq_end\": %.17g, "
-             "\"arena_peak_bytes\": %lld",
-             (long long)t->step, t->teacher_sumsq, trainer_teacher_sumsq(t), (long long)arena_peak(&t->arena));
+             "\"arena_peak_bytes\": %lld, \"nonfinite_total\": %lld, \"world\": %d",
+             (long long)t->step, t->teacher_sumsq, sumsq, (long long)arena_peak(&t->arena),
+             (long long)ts->nonfinite_total, t->world);
+    if (t->fsdp_student) {
+        FsdpMemory fm = fsdp_memory(t->fsdp_student);
+        size_t k = strlen(line);
+        snprintf(line + k, sizeof line - k,
+                 ", \"student_shard_bytes\": %lld, \"student_resident_peak_bytes\": %lld, \"student_full_bytes\": %lld",
+                 (long long)fm.shard_bytes, (long long)fm.resident_peak_bytes,
+                 (long long)(t->student->params.numel * 8));
+    }
     note[0] = 0;
     if (c->mode == TRAIN_MODE_CLASSIFY && c->eval.shards[0])
         TRY(test_accuracy(t, line, sizeof line - 2, note, note_cap));
@@ -369,9 +528,9 @@ static Status train_run(Trainer *t, RunDir *rd, char *note, size_t note_cap) {
 static void train_usage(FILE *f) {
     fprintf(f,
             "usage: addc train CONFIG.yaml [CONFIG2.yaml ...] [key.path=value ...] [--mode add|diffusion|classify]\n"
-            "                  [--run-dir DIR]\n"
+            "                  [--run-dir DIR] [--resume auto|none|FILE.h5]\n"
             "\n"
-            "Trains in one process: ADD distillation of a teacher UNet into a 1-4-step student (--mode add, the\n"
+            "Trains on one process or N MPI ranks: ADD distillation of a teacher UNet into a 1-4-step student (--mode add, the\n"
             "default), plain diffusion training of a teacher (--mode diffusion: epsilon or v prediction, the same\n"
             "code), or a classifier on labelled images (--mode classify: the student is a DINOv2 or convnet model\n"
             "with num_labels = classes, trained with cross-entropy on the json number data.label_field of each\n"
@@ -404,8 +563,25 @@ static void train_usage(FILE *f) {
             "A progress line (step, losses, lr, grad norm, img/s, ETA) is printed every log_every steps, a line for\n"
             "each sample grid, and the test accuracy (classify) in the closing line.\n"
             "\n"
-            "Not in this build yet: HDF5 checkpoints with optimizer state and exact resume (--resume) come with\n"
-            "the distributed issue, as do multiple ranks.\n");
+            "  checkpoints/step-N.h5       training checkpoints (HDF5: student, EMA, heads, both optimizers' moments,\n"
+            "                              step, every data stream's position, the config; launch/train_ckpt.h), every\n"
+            "                              checkpoint.every steps, on SIGUSR1, on SIGTERM and at the end; the newest\n"
+            "                              checkpoint.keep are kept; `latest` names the newest\n"
+            "\n"
+            "Ranks: mpirun -np N addc train ... shards every network over N ranks (FSDP, dist.* keys) and splits the\n"
+            "global batch; data.streams (default: the world size of the first start) fixes the data order, so the\n"
+            "run resumes on any N dividing it with the same samples, noise and timesteps.\n"
+            "\n"
+            "  --resume auto     (default) continue from the newest complete checkpoint in RUN/checkpoints, if any\n"
+            "                    (a corrupt newest one is skipped with a message); run the same command again after a\n"
+            "                    preemption\n"
+            "  --resume none     start fresh even if checkpoints exist\n"
+            "  --resume FILE.h5  continue from that checkpoint\n"
+            "Signals: SIGUSR1 saves a checkpoint at the next step and goes on; SIGTERM saves one and exits with code\n"
+            "%d. A step whose loss or gradient is NaN/Inf is skipped and counted (metrics \"skipped\");\n"
+            "guard.max_nonfinite in a row stop the run with an error, the last checkpoint untouched. A collective\n"
+            "that waits longer than dist.timeout seconds ends the job naming the ranks missing from it.\n",
+            TRAIN_EXIT_PREEMPTED);
 }
 
 static const char *base_name(const char *path, char *out, size_t cap) {
@@ -416,8 +592,38 @@ static const char *base_name(const char *path, char *out, size_t cap) {
     return out;
 }
 
+/* The run directory: rank 0 creates it (default name from its clock), the others attach to it. */
+static Status run_dir_open(Comm *comm, RunDir *rd, const char *dir, const char *name, int argc, char **argv) {
+    char path[sizeof rd->path] = {0};
+    Status st = ADDC_OK;
+    if (comm_rank(comm) == 0) {
+        st = rundir_open(rd, dir, name, argc, argv);
+        snprintf(path, sizeof path, "%s", rd->path);
+    }
+    uint64_t ok = st == ADDC_OK;
+    TRY(comm_allreduce(comm, &ok, &ok, 1, COMM_U64, COMM_MIN, "run directory"));
+    if (!ok) return st != ADDC_OK ? st : addc_error_set(ADDC_ERR_IO, "rank 0 could not open the run directory");
+    _Static_assert(sizeof path % 8 == 0, "path broadcast as u64 words");
+    TRY(comm_broadcast(comm, path, (int64_t)(sizeof path / 8), COMM_U64, 0, "run directory"));
+    if (comm_rank(comm) != 0) rundir_attach(rd, path);
+    return ADDC_OK;
+}
+
+/* The checkpoint to resume from: --resume none, auto (the run directory's newest complete one, if
+ * any) or a file. *cf NULL: a fresh run. */
+static Status resume_open(Comm *comm, const char *resume, const RunDir *rd, CkptFile **cf) {
+    *cf = NULL;
+    if (!strcmp(resume, "none")) return ADDC_OK;
+    if (strcmp(resume, "auto")) return ckpt_open_path(comm, resume, cf);
+    char dir[RUNDIR_PATH_MAX];
+    bool found = false;
+    TRY(ckpt_open_latest(comm, rundir_file(rd, "checkpoints", dir), cf, &found));
+    if (!found) *cf = NULL;
+    return ADDC_OK;
+}
+
 int cmd_train(int argc, char **argv) {
-    const char *files[TRAIN_MAX_FILES], *overrides[TRAIN_MAX_OVERRIDES], *run_dir = NULL;
+    const char *files[TRAIN_MAX_FILES], *overrides[TRAIN_MAX_OVERRIDES], *run_dir = NULL, *resume = "auto";
     char mode_override[64];
     int32_t nf = 0, no = 0;
     for (int i = 1; i < argc; i++) {
@@ -425,13 +631,15 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             train_usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--mode") || !strcmp(a, "--run-dir")) {
+        } else if (!strcmp(a, "--mode") || !strcmp(a, "--run-dir") || !strcmp(a, "--resume")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "addc train: %s needs a value\n", a);
                 return 2;
             }
             if (!strcmp(a, "--run-dir")) {
                 run_dir = argv[++i];
+            } else if (!strcmp(a, "--resume")) {
+                resume = argv[++i];
             } else {
                 snprintf(mode_override, sizeof mode_override, "mode=%s", argv[++i]);
                 if (no < TRAIN_MAX_OVERRIDES) overrides[no++] = mode_override;
@@ -457,39 +665,96 @@ int cmd_train(int argc, char **argv) {
         train_usage(stderr);
         return 2;
     }
+    Comm *comm;
+    if (comm_world(&comm) != ADDC_OK) return cli_fail("train: MPI");
     TrainConfig *cfg = calloc(1, sizeof *cfg);
     Trainer *t = calloc(1, sizeof *t);
-    if (!cfg || !t) {
+    TrainState *ts = calloc(1, sizeof *ts);
+    if (!cfg || !t || !ts) {
         fprintf(stderr, "addc train: out of memory\n");
         return 1;
     }
     int rc = 0;
     RunDir rd = {0};
+    CkptFile *cf = NULL;
     char name[256], p[RUNDIR_PATH_MAX];
+    bool built = false;
+    int rank = comm_rank(comm);
     if (train_config_load(cfg, files, nf, overrides, no) != ADDC_OK) {
         rc = cli_fail("train: config");
-        free(cfg);
-        free(t);
-        return rc;
+        goto out;
     }
-    if (trainer_init(t, cfg) != ADDC_OK) {
-        rc = cli_fail("train: setup");
-    } else if (rundir_open(&rd, run_dir, base_name(files[0], name, sizeof name), argc + 1, argv - 1) != ADDC_OK ||
-               config_write(&train_config_schema, &t->cfg, rundir_file(&rd, "config.yaml", p)) != ADDC_OK) {
+    comm_set_timeout(comm, cfg->dist.timeout);
+    comm_set_phase(comm, "setup");
+    if (run_dir_open(comm, &rd, run_dir, base_name(files[0], name, sizeof name), argc + 1, argv - 1) != ADDC_OK) {
         rc = cli_fail("train: run directory");
-    } else {
-        printf("addc train: %s, %lld steps of batch %lld, student %lld parameters; run directory %s\n",
-               train_mode_names[cfg->mode], (long long)cfg->steps, (long long)cfg->batch,
-               (long long)t->student->params.numel, rd.path);
-        fflush(stdout);
-        char note[1024];
-        if (train_run(t, &rd, note, sizeof note) != ADDC_OK) rc = cli_fail("train");
-        else printf("addc train: done; %s%sstudent weights in %s/student.safetensors\n", note, note[0] ? "; " : "",
-                    rd.path);
+        goto out;
     }
+    if (resume_open(comm, resume, &rd, &cf) != ADDC_OK) {
+        rc = cli_fail("train: --resume");
+        goto out;
+    }
+    if (cfg->data.streams == 0) { /* fixed at the first start: the checkpoint's, else this world size */
+        int64_t s = comm_size(comm);
+        if (cf && train_ckpt_streams(cf, &s) != ADDC_OK) {
+            rc = cli_fail("train: --resume");
+            goto out;
+        }
+        cfg->data.streams = s;
+    }
+    built = true;
+    if (trainer_init(t, cfg, comm) != ADDC_OK) {
+        rc = cli_fail("train: setup");
+        goto out;
+    }
+    if (cf) {
+        comm_set_phase(comm, "checkpoint load");
+        double t0 = cli_now_s();
+        if (train_ckpt_load(t, cf, &ts->nonfinite_total) != ADDC_OK) {
+            rc = cli_fail("train: --resume");
+            goto out;
+        }
+        snprintf(ts->last_ckpt, sizeof ts->last_ckpt, "%s", ckpt_path(cf));
+        double secs = cli_now_s() - t0;
+        if (rank == 0)
+            printf("addc train: resumed from %s at step %lld (%.2f s, %.1f MB/s read by rank 0)\n", ts->last_ckpt,
+                   (long long)t->step, secs, (double)ckpt_bytes(cf) / 1e6 / (secs + 1e-9));
+        ckpt_close(cf);
+        cf = NULL;
+    }
+    if (rank == 0 && config_write(&train_config_schema, &t->cfg, rundir_file(&rd, "config.yaml", p)) != ADDC_OK) {
+        rc = cli_fail("train: run directory");
+        goto out;
+    }
+    if (rank == 0) {
+        printf("addc train: %s, %lld steps of batch %lld on %d rank%s (data.streams %lld), student %lld parameters; "
+               "run directory %s\n",
+               train_mode_names[cfg->mode], (long long)cfg->steps, (long long)cfg->batch, t->world,
+               t->world > 1 ? "s" : "", (long long)t->cfg.data.streams, (long long)t->student->params.numel, rd.path);
+        fflush(stdout);
+    }
+    signals_install();
+    char note[1024];
+    if (train_run(t, &rd, ts, note, sizeof note) != ADDC_OK) {
+        rc = cli_fail("train");
+    } else if (ts->preempted) {
+        if (rank == 0)
+            printf("addc train: SIGTERM: stopped at step %lld after checkpoint %s; the same command resumes (exit %d)\n",
+                   (long long)t->step, ts->last_ckpt, TRAIN_EXIT_PREEMPTED);
+        rc = TRAIN_EXIT_PREEMPTED;
+    } else if (rank == 0) {
+        printf("addc train: done; %s%sstudent weights in %s/student.safetensors\n", note, note[0] ? "; " : "", rd.path);
+    }
+out:
+    fflush(stdout);
+    /* a failed rank must not leave the others waiting in a collective */
+    if (rc != 0 && rc != TRAIN_EXIT_PREEMPTED && comm_size(comm) > 1) comm_abort(comm, rc);
+    if (cf) ckpt_close(cf);
     rundir_close(&rd);
-    trainer_free(t);
+    if (built) trainer_free(t);
     free(t);
     free(cfg);
+    free(ts);
+    comm_finalize();
     return rc;
 }

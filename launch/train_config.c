@@ -54,6 +54,9 @@ static const ConfigField data_fields[] = {
     CONFIG_BOOL(TrainDataConfig, flip, "false", "random horizontal flips"),
     CONFIG_BOOL(TrainDataConfig, fixed_batch, "false", "train on the first batch every step (overfitting checks)"),
     CONFIG_STRING(TrainDataConfig, label_field, "label", "json number with the class (classify mode, eval)"),
+    CONFIG_INT(TrainDataConfig, streams, "0", 0, 1 << 16,
+               "data streams (each its own loader over every streams-th shard); the global batch takes batch/streams "
+               "samples from each; ranks own streams/world each; 0: the world size of a fresh run"),
 };
 static const ConfigSchema data_schema = CONFIG_SCHEMA("data", data_fields);
 
@@ -69,6 +72,31 @@ static const ConfigField opt_g_fields[] = {OPTIM_FIELDS("1e-5", "0.9", "0.999")}
 static const ConfigSchema opt_g_schema = CONFIG_SCHEMA("opt_g", opt_g_fields);
 static const ConfigField opt_d_fields[] = {OPTIM_FIELDS("1e-4", "0", "0.99")};
 static const ConfigSchema opt_d_schema = CONFIG_SCHEMA("opt_d", opt_d_fields);
+
+static const char *const reduce_dtype_names[] = {"f32", "bf16"};
+
+static const ConfigField dist_fields[] = {
+    CONFIG_BOOL(TrainDistConfig, prefetch, "true", "FSDP: gather the next unit while the current one computes"),
+    CONFIG_ENUM(TrainDistConfig, reduce_dtype, "f32", reduce_dtype_names, "FSDP: gradient reduce-scatter dtype"),
+    CONFIG_INT(TrainDistConfig, max_resident, "3", 2, 1 << 20, "FSDP: units kept gathered at once"),
+    CONFIG_FLOAT(TrainDistConfig, timeout, "600", "seconds a collective may wait before the job ends (0: never)"),
+};
+static const ConfigSchema dist_schema = CONFIG_SCHEMA("dist", dist_fields);
+
+static const ConfigField checkpoint_fields[] = {
+    CONFIG_INT(TrainCheckpointConfig, every, "0", 0, INT64_MAX,
+               "a checkpoint every N steps (also on SIGUSR1, SIGTERM and at the end); 0 = not periodically"),
+    CONFIG_INT(TrainCheckpointConfig, keep, "3", 0, INT64_MAX, "newest checkpoints kept (0: all)"),
+};
+static const ConfigSchema checkpoint_schema = CONFIG_SCHEMA("checkpoint", checkpoint_fields);
+
+static const ConfigField guard_fields[] = {
+    CONFIG_INT(TrainGuardConfig, max_nonfinite, "5", 1, INT64_MAX,
+               "steps in a row with a NaN/Inf loss or gradient (each skipped) that stop the run"),
+    CONFIG_INT(TrainGuardConfig, inject_nan_at, "0", 0, INT64_MAX, "test hook: first step given a NaN loss (0: off)"),
+    CONFIG_INT(TrainGuardConfig, inject_nan_count, "1", 0, INT64_MAX, "test hook: steps given a NaN loss"),
+};
+static const ConfigSchema guard_schema = CONFIG_SCHEMA("guard", guard_fields);
 
 static const char *const sampler_names[] = {"add", "euler_a", "ddim", "euler"}; /* SamplerKind order */
 
@@ -123,6 +151,9 @@ static const ConfigField train_fields[] = {
     CONFIG_FLOAT(TrainConfig, ema_decay, "0", "EMA decay of the student (0 = no EMA)"),
     CONFIG_FLOAT(TrainConfig, adv_weight, "1", "weight of L_adv^G in the student loss (0: distillation only)"),
     CONFIG_STRUCT(TrainConfig, loss, add_loss_config_schema, "the ADD objective and the diffusion loss"),
+    CONFIG_STRUCT(TrainConfig, dist, dist_schema, "ranks: FSDP and the collective watchdog"),
+    CONFIG_STRUCT(TrainConfig, checkpoint, checkpoint_schema, "training checkpoints (resume)"),
+    CONFIG_STRUCT(TrainConfig, guard, guard_schema, "non-finite losses and gradients"),
 };
 const ConfigSchema train_config_schema = CONFIG_SCHEMA("train", train_fields);
 

@@ -82,7 +82,30 @@ typedef struct TrainDataConfig {
     bool flip;
     bool fixed_batch;            /* train on the first batch every step (overfitting checks) */
     char label_field[64];        /* json number holding the class: classify mode and eval's real images */
+    int64_t streams;             /* data streams the global batch is drawn from (0: the world size of a
+                                    fresh run); fixed for the run, so any world size dividing it resumes */
 } TrainDataConfig;
+
+/* Ranks (`mpirun -np N addc train ...`): FSDP of every network (distributed/fsdp.h). */
+typedef struct TrainDistConfig {
+    bool prefetch;        /* gather the next unit while the current one computes */
+    int32_t reduce_dtype; /* gradient reduce-scatter: 0 f32, 1 bf16 */
+    int64_t max_resident; /* units kept gathered at once */
+    double timeout;       /* seconds a collective may wait before the job is ended */
+} TrainDistConfig;
+
+/* Training checkpoints (launch/train_ckpt.h): RUN/checkpoints/step-N.h5. */
+typedef struct TrainCheckpointConfig {
+    int64_t every; /* steps; 0 = only on signals and at the end */
+    int64_t keep;  /* newest committed kept (0: all) */
+} TrainCheckpointConfig;
+
+/* Non-finite losses and gradients. */
+typedef struct TrainGuardConfig {
+    int64_t max_nonfinite;    /* skipped steps in a row that stop the run */
+    int64_t inject_nan_at;    /* test hook: steps inject_nan_at .. + inject_nan_count - 1 (1-based) get a NaN loss */
+    int64_t inject_nan_count;
+} TrainGuardConfig;
 
 typedef struct TrainOptimConfig {
     double lr, beta1, beta2, eps, weight_decay;
@@ -135,6 +158,9 @@ typedef struct TrainConfig {
     double ema_decay; /* EMA of the student; 0 = off */
     double adv_weight; /* L_G = adv_weight L_adv^G + lambda L_distill: 0 for the distillation-only ablation */
     AddLossConfig loss;
+    TrainDistConfig dist;
+    TrainCheckpointConfig checkpoint;
+    TrainGuardConfig guard;
 } TrainConfig;
 
 extern const ConfigSchema train_config_schema;

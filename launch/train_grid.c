@@ -115,7 +115,7 @@ Status train_grid_write(Trainer *t, const char *path) {
     for (int32_t p = 0; p < c->sample.n_prompts && st == ADDC_OK; p++) st = grid_row(&ctx, t, p, blocks, nb, canvas, W);
     if (ema) trainer_ema_swap(t);
     arena_free(&arena);
-    if (st == ADDC_OK) st = generator_png_save(canvas, H, W, C, path);
+    if (st == ADDC_OK && path) st = generator_png_save(canvas, H, W, C, path); /* NULL: ranks > 0 */
     free(canvas);
     return st == ADDC_OK ? st : addc_error_context(st, "sample grid %s", path);
 }

@@ -31,7 +31,8 @@ int32_t train_grid_blocks(const TrainConfig *cfg);
 /* Grid size in pixels: height rows x S, width blocks x per_prompt x S + (blocks - 1) x gap. */
 void train_grid_size(const TrainConfig *cfg, int64_t *height, int64_t *width);
 /* Samples the grid and writes it as a PNG (gray or RGB as data.channels) to path (temp file,
- * fsync, rename). */
+ * fsync, rename). Every rank samples (the networks' units are gathered collectively); path NULL
+ * writes nothing (ranks other than 0). */
 Status train_grid_write(Trainer *t, const char *path);
 
 #endif

@@ -62,11 +62,17 @@ static Status student_from_teacher(Trainer *t) {
     return ADDC_OK;
 }
 
-static Status optimizer_init(Optimizer *o, ParamStore *p, const TrainOptimConfig *cfg) {
+/* AdamW over the store's buffers (f NULL) or this rank's shards of them. */
+static Status optimizer_init(Optimizer *o, ParamStore *p, Fsdp *f, Comm *comm, const TrainOptimConfig *cfg) {
     o->cfg = cfg;
     o->params = p;
-    o->m = calloc((size_t)p->numel, sizeof(float));
-    o->v = calloc((size_t)p->numel, sizeof(float));
+    o->fsdp = f;
+    o->comm = comm;
+    o->values = f ? fsdp_shard_values(f) : p->data;
+    o->grads = f ? fsdp_shard_grads(f) : p->grad;
+    o->numel = f ? fsdp_shard_numel(f) : p->numel;
+    o->m = calloc((size_t)o->numel, sizeof(float));
+    o->v = calloc((size_t)o->numel, sizeof(float));
     o->step = 0;
     if (!o->m || !o->v) return addc_error_set(ADDC_ERR_NOMEM, "optimizer state: out of memory");
     return ADDC_OK;
@@ -119,12 +125,18 @@ static Status check_classifier(const Trainer *t) {
 
 /* The loader of the training images (shuffled as configured), or of the test images (eval: in
  * file order, no flip). Classify mode reads the label field of each sample's json. */
-static Status loader_open_for(const Trainer *t, bool eval, Loader **out) {
+/* stream: the training stream (loader rank stream of data.streams), ignored for eval. */
+static Status loader_open_stream(const Trainer *t, bool eval, int64_t stream, const LoaderState *state,
+                                 Loader **out) {
     const TrainConfig *c = &t->cfg;
     LoaderConfig lc;
     loader_config_default(&lc);
     lc.shards = eval ? c->eval.shards : c->data.shards;
-    lc.batch_size = eval ? c->eval.batch : c->batch;
+    lc.batch_size = eval ? c->eval.batch : c->batch / c->data.streams;
+    if (!eval) {
+        lc.rank = (int32_t)stream;
+        lc.world = (int32_t)c->data.streams;
+    }
     lc.height = lc.width = (int32_t)c->data.size;
     lc.flip = !eval && c->data.flip;
     lc.seed = (uint64_t)c->seed;
@@ -136,14 +148,63 @@ static Status loader_open_for(const Trainer *t, bool eval, Loader **out) {
         lc.json_fields[0] = c->data.label_field;
         lc.n_json_fields = 1;
     }
-    return loader_open(&lc, NULL, out);
+    Status st = loader_open(&lc, state, out);
+    if (st != ADDC_OK && !eval)
+        return addc_error_context(st, "data stream %lld of %lld (data.streams)", (long long)stream,
+                                  (long long)c->data.streams);
+    return st;
+}
+
+static Status loader_open_for(const Trainer *t, bool eval, Loader **out) {
+    return loader_open_stream(t, eval, 0, NULL, out);
+}
+
+static void loaders_free(Trainer *t) {
+    for (int32_t i = 0; i < t->n_loaders; i++) loader_free(t->loaders[i]);
+    t->n_loaders = 0;
+}
+
+Status trainer_loaders_restore(Trainer *t, const LoaderState *const *states) {
+    int32_t n = (int32_t)(t->cfg.data.streams / t->world);
+    loaders_free(t);
+    for (int32_t i = 0; i < n; i++) {
+        TRY(loader_open_stream(t, false, t->first_stream + i, states ? states[i] : NULL, &t->loaders[i]));
+        t->n_loaders = i + 1;
+    }
+    t->have_batch = false;
+    return ADDC_OK;
+}
+
+uint64_t trainer_first_index(const Trainer *t) { return (uint64_t)(t->step * t->cfg.batch + t->first_sample); }
+
+/* The streams this rank reads and its share of the global batch. */
+static Status streams_check(Trainer *t) {
+    const TrainConfig *c = &t->cfg;
+    int64_t S = c->data.streams, N = t->world;
+    if (S < 1) return addc_error_set(ADDC_ERR_INVALID, "data.streams: not resolved (must be >= 1 here)");
+    if (S % N)
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "data.streams %lld cannot be split over %lld ranks: run on a world size that divides "
+                              "it (the streams are fixed for the run so that every world size dividing them resumes "
+                              "it with the same data)",
+                              (long long)S, (long long)N);
+    if (c->batch % S)
+        return addc_error_set(ADDC_ERR_INVALID, "batch %lld is not a multiple of data.streams %lld", (long long)c->batch,
+                              (long long)S);
+    if (S / N > TRAIN_MAX_STREAMS)
+        return addc_error_set(ADDC_ERR_INVALID, "data.streams %lld over %lld ranks: more than %d loaders per rank",
+                              (long long)S, (long long)N, TRAIN_MAX_STREAMS);
+    t->first_stream = t->rank * (S / N);
+    t->first_sample = t->rank * (c->batch / N);
+    return ADDC_OK;
 }
 
 static Status loader_start(Trainer *t) {
     const TrainConfig *c = &t->cfg;
-    TRY(loader_open_for(t, false, &t->loader));
+    TRY(streams_check(t));
+    TRY(trainer_loaders_restore(t, NULL));
     TrainBatch *b = &t->batch;
-    b->B = c->batch;
+    b->B = c->batch / t->world;
     b->S = c->data.size;
     b->C = c->data.channels;
     b->images = malloc((size_t)(b->B * b->S * b->S * b->C) * sizeof(float));
@@ -194,16 +255,56 @@ static Status check_captions(const Trainer *t) {
 
 static Status ema_init(Trainer *t) {
     if (!(t->cfg.ema_decay > 0)) return ADDC_OK;
-    t->ema = malloc((size_t)t->student->params.numel * sizeof(float));
+    t->ema = malloc((size_t)t->opt_g.numel * sizeof(float));
     if (!t->ema) return addc_error_set(ADDC_ERR_NOMEM, "ema: out of memory");
-    memcpy(t->ema, t->student->params.data, (size_t)t->student->params.numel * sizeof(float));
+    memcpy(t->ema, t->opt_g.values, (size_t)t->opt_g.numel * sizeof(float));
     return ADDC_OK;
 }
 
-Status trainer_init(Trainer *t, const TrainConfig *cfg) {
+/* On several ranks: every network's store sharded (the weights are identical on every rank here). */
+static Status shard(Trainer *t, Model *m, Fsdp **out, const char *role) {
+    if (!m || t->world == 1) return ADDC_OK;
+    FsdpOptions o;
+    fsdp_options_default(&o);
+    o.prefetch = t->cfg.dist.prefetch;
+    o.reduce_dtype = t->cfg.dist.reduce_dtype == 1 ? COMM_BF16 : COMM_F32;
+    o.max_resident = (int32_t)t->cfg.dist.max_resident;
+    return fsdp_wrap(out, &m->params, t->comm, &o, role);
+}
+
+static Status shard_all(Trainer *t) {
+    TRY(shard(t, t->student, &t->fsdp_student, "student"));
+    TRY(shard(t, t->teacher, &t->fsdp_teacher, "teacher"));
+    TRY(shard(t, t->feature, &t->fsdp_feature, "feature"));
+    TRY(shard(t, t->image_encoder, &t->fsdp_image_encoder, "image_encoder"));
+    TRY(shard(t, t->heads, &t->fsdp_heads, "heads"));
+    return shard(t, t->vae, &t->fsdp_vae, "codec.vae");
+}
+
+/* The heads' BatchNormLocal normalises groups of virtual_bs samples: a group must not straddle
+ * ranks, or the math would depend on the world size. */
+static Status check_groups(const Trainer *t) {
+    if (!t->heads || t->world == 1) return ADDC_OK;
+    int64_t vbs = t->heads->net.disc.cfg.virtual_bs, local = t->cfg.batch / t->world;
+    if (vbs > 0 && local % vbs)
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "heads: BatchNormLocal groups of virtual_bs %lld samples, but each of %d ranks has %lld "
+                              "(batch / world): a group would straddle ranks; use a batch with batch / world a "
+                              "multiple of %lld",
+                              (long long)vbs, t->world, (long long)local, (long long)vbs);
+    return ADDC_OK;
+}
+
+Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm) {
     memset(t, 0, sizeof *t);
     t->cfg = *cfg;
+    t->comm = comm;
+    t->rank = comm_rank(comm);
+    t->world = comm_size(comm);
     const TrainConfig *c = &t->cfg;
+    if (c->batch % t->world)
+        return addc_error_set(ADDC_ERR_INVALID, "batch %lld is not a multiple of the %d ranks", (long long)c->batch,
+                              t->world);
     bool add = c->mode == TRAIN_MODE_ADD;
     arena_init(&t->arena, 64 << 20, 0);
     tape_init(&t->tape);
@@ -212,7 +313,8 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg) {
     if (c->mode == TRAIN_MODE_CLASSIFY) { /* the student alone: images and labels in, logits out */
         TRY(role_build(&t->student, &c->student, "student", ROLE_CLASSIFIER, true));
         TRY(check_classifier(t));
-        TRY(optimizer_init(&t->opt_g, &t->student->params, &c->opt_g));
+        TRY(shard_all(t));
+        TRY(optimizer_init(&t->opt_g, &t->student->params, t->fsdp_student, comm, &c->opt_g));
         TRY(ema_init(t));
         if (c->eval.shards[0]) TRY(eval_shards_probe(t));
         return loader_start(t);
@@ -220,7 +322,6 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg) {
 
     if (add) {
         TRY(role_build(&t->teacher, &c->teacher, "teacher", MODEL_UNET, false));
-        t->teacher_sumsq = trainer_teacher_sumsq(t);
     }
     TRY(role_build(&t->student, &c->student, "student", MODEL_UNET, true));
     if (add && c->student_init == STUDENT_INIT_TEACHER) TRY(student_from_teacher(t));
@@ -246,16 +347,30 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg) {
         if (c->image_encoder.config[0])
             TRY(role_build(&t->image_encoder, &c->image_encoder, "image_encoder", MODEL_DINOV2, false));
         TRY(role_build(&t->heads, &c->heads, "heads", MODEL_DISC_HEADS, true));
-        TRY(optimizer_init(&t->opt_d, &t->heads->params, &c->opt_d));
     }
     TRY(check_shapes(t));
-    TRY(optimizer_init(&t->opt_g, &t->student->params, &c->opt_g));
+    TRY(check_groups(t));
+    TRY(shard_all(t));
+    t->teacher_sumsq = trainer_teacher_sumsq(t); /* over the shards as at the end: the same sum */
+    if (add) TRY(optimizer_init(&t->opt_d, &t->heads->params, t->fsdp_heads, comm, &c->opt_d));
+    TRY(optimizer_init(&t->opt_g, &t->student->params, t->fsdp_student, comm, &c->opt_g));
     TRY(ema_init(t));
     return loader_start(t);
 }
 
+static void unshard(Fsdp **f) {
+    if (*f) fsdp_free(*f);
+    *f = NULL;
+}
+
 void trainer_free(Trainer *t) {
-    if (t->loader) loader_free(t->loader);
+    loaders_free(t);
+    unshard(&t->fsdp_student);
+    unshard(&t->fsdp_teacher);
+    unshard(&t->fsdp_feature);
+    unshard(&t->fsdp_image_encoder);
+    unshard(&t->fsdp_heads);
+    unshard(&t->fsdp_vae);
     if (t->batch.captions)
         for (int64_t i = 0; i < t->batch.B; i++) free(t->batch.captions[i]);
     free(t->batch.captions);
@@ -302,26 +417,40 @@ static Status batch_labels(const Trainer *t, const Loader *l, const Batch *lb, i
     return ADDC_OK;
 }
 
-Status trainer_next_batch(Trainer *t) {
-    if (t->have_batch && t->cfg.data.fixed_batch) return ADDC_OK;
-    Batch *lb;
-    TRY(loader_next(t->loader, &lb));
+/* Copies lb's n samples into the batch from sample `at`. */
+static Status batch_take(Trainer *t, const Loader *l, const Batch *lb, int64_t at) {
     TrainBatch *b = &t->batch;
-    if (t->cfg.mode == TRAIN_MODE_CLASSIFY) TRY(batch_labels(t, t->loader, lb, b->labels));
+    if (t->cfg.mode == TRAIN_MODE_CLASSIFY) TRY(batch_labels(t, l, lb, b->labels + at));
     int64_t px = b->S * b->S;
-    for (int64_t i = 0; i < b->B * px; i++)
-        for (int64_t ch = 0; ch < b->C; ch++) b->images[i * b->C + ch] = lb->images[i * 3 + ch];
-    for (int64_t i = 0; i < b->B; i++) {
+    float *img = b->images + at * px * b->C;
+    for (int64_t i = 0; i < lb->n * px; i++)
+        for (int64_t ch = 0; ch < b->C; ch++) img[i * b->C + ch] = lb->images[i * 3 + ch];
+    for (int64_t j = 0; j < lb->n; j++) {
+        int64_t i = at + j;
         free(b->captions[i]);
-        b->captions[i] = strdup(lb->captions[i] ? lb->captions[i] : "");
+        b->captions[i] = strdup(lb->captions[j] ? lb->captions[j] : "");
         if (!b->captions[i]) return addc_error_set(ADDC_ERR_NOMEM, "batch: out of memory");
         float *ti = b->time_ids + 6 * i;
-        ti[0] = (float)lb->original_size[2 * i];
-        ti[1] = (float)lb->original_size[2 * i + 1];
-        ti[2] = (float)lb->crop_top_left[2 * i];
-        ti[3] = (float)lb->crop_top_left[2 * i + 1];
-        ti[4] = (float)lb->target_size[2 * i];
-        ti[5] = (float)lb->target_size[2 * i + 1];
+        ti[0] = (float)lb->original_size[2 * j];
+        ti[1] = (float)lb->original_size[2 * j + 1];
+        ti[2] = (float)lb->crop_top_left[2 * j];
+        ti[3] = (float)lb->crop_top_left[2 * j + 1];
+        ti[4] = (float)lb->target_size[2 * j];
+        ti[5] = (float)lb->target_size[2 * j + 1];
+    }
+    return ADDC_OK;
+}
+
+Status trainer_next_batch(Trainer *t) {
+    if (t->have_batch && t->cfg.data.fixed_batch) return ADDC_OK;
+    int64_t per = t->cfg.batch / t->cfg.data.streams;
+    for (int32_t s = 0; s < t->n_loaders; s++) {
+        Batch *lb;
+        TRY(loader_next(t->loaders[s], &lb));
+        if (lb->n != per)
+            return addc_error_set(ADDC_ERR_INVALID, "data stream %lld gave %lld samples, expected %lld",
+                                  (long long)(t->first_stream + s), (long long)lb->n, (long long)per);
+        TRY(batch_take(t, t->loaders[s], lb, s * per));
     }
     t->have_batch = true;
     return ADDC_OK;
@@ -369,7 +498,7 @@ Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCo
     for (int64_t i = 0; i < B; i++) {
         bool empty = uncond;
         if (t->text.kind != TEXT_COND_NONE && !empty && drop_prob > 0) {
-            RngKey k = rng_key((uint64_t)t->cfg.seed, RNG_PURPOSE_DROPOUT, (uint64_t)(t->step * B + i),
+            RngKey k = rng_key((uint64_t)t->cfg.seed, RNG_PURPOSE_DROPOUT, trainer_first_index(t) + (uint64_t)i,
                                (uint32_t)t->step);
             rng_fill_uniform(&k, 0, 1, drop);
             empty = drop[0] < drop_prob;
@@ -460,36 +589,57 @@ double optimizer_lr(const Optimizer *o) {
     return lr;
 }
 
-double optimizer_step(Optimizer *o) {
-    ParamStore *p = o->params;
-    float *g[1] = {p->grad};
-    int64_t n[1] = {p->numel};
-    double norm = o->cfg->grad_clip > 0 ? grad_clip_global_norm(g, n, 1, o->cfg->grad_clip) : grad_global_norm(g, n, 1);
+Status optimizer_grads_reduce(Optimizer *o) { return o->fsdp ? fsdp_grads_flush(o->fsdp) : ADDC_OK; }
+
+double optimizer_grad_norm(Optimizer *o) {
+    double ss = sum_squares(o->grads, o->numel);
+    if (o->fsdp && comm_allreduce(o->comm, &ss, &ss, 1, COMM_F64, COMM_SUM, "gradient norm") != ADDC_OK) return NAN;
+    return sqrt(ss);
+}
+
+void optimizer_zero_grad(Optimizer *o) {
+    if (o->fsdp) fsdp_zero_grad(o->fsdp);
+    else param_store_zero_grad(o->params);
+}
+
+void optimizer_step(Optimizer *o, double norm) {
+    if (o->cfg->grad_clip > 0) { /* as grad_clip_global_norm (torch's clip_grad_norm_) */
+        double coef = o->cfg->grad_clip / (norm + 1e-6);
+        if (coef < 1.0)
+            for (int64_t i = 0; i < o->numel; i++) o->grads[i] *= (float)coef;
+    }
     AdamWConfig a = {optimizer_lr(o), o->cfg->beta1, o->cfg->beta2, o->cfg->eps, o->cfg->weight_decay};
     o->step++;
-    adamw_update(p->data, p->grad, o->m, o->v, p->numel, &a, o->step);
-    param_store_zero_grad(p);
-    return norm;
+    adamw_update(o->values, o->grads, o->m, o->v, o->numel, &a, o->step);
+    optimizer_zero_grad(o);
+    if (o->fsdp) fsdp_invalidate(o->fsdp); /* the gathered units hold the old values */
 }
 
 void trainer_ema_update(Trainer *t) {
-    if (t->ema) ema_update(t->ema, t->student->params.data, t->student->params.numel, t->cfg.ema_decay);
+    if (t->ema) ema_update(t->ema, t->opt_g.values, t->opt_g.numel, t->cfg.ema_decay);
 }
 
 void trainer_ema_swap(Trainer *t) {
     if (!t->ema) return;
-    float *p = t->student->params.data, *e = t->ema;
-    for (int64_t i = 0; i < t->student->params.numel; i++) {
+    float *p = t->opt_g.values, *e = t->ema;
+    for (int64_t i = 0; i < t->opt_g.numel; i++) {
         float x = p[i];
         p[i] = e[i];
         e[i] = x;
     }
+    if (t->fsdp_student) fsdp_invalidate(t->fsdp_student);
+}
+
+Status trainer_store_gather(Fsdp *f, ParamStore *s, const float *shard) {
+    return f ? fsdp_gather_full(f, shard, s->data) : ADDC_OK;
 }
 
 Status trainer_save_student(Trainer *t, const char *path, bool ema) {
     ParamStore *p = &t->student->params;
     if (ema) trainer_ema_swap(t);
-    Status st = weights_save(p, path, DTYPE_F32, NULL);
+    Status st = trainer_store_gather(t->fsdp_student, p, t->opt_g.values);
+    if (st == ADDC_OK && t->rank == 0) st = weights_save(p, path, DTYPE_F32, NULL);
+    if (t->fsdp_student) fsdp_invalidate(t->fsdp_student);
     if (ema) trainer_ema_swap(t);
     return st;
 }
@@ -544,5 +694,8 @@ Status trainer_test_accuracy(Trainer *t, int64_t *correct, int64_t *total) {
 }
 
 double trainer_teacher_sumsq(const Trainer *t) {
-    return t->teacher ? sum_squares(t->teacher->params.data, t->teacher->params.numel) : 0.0;
+    if (!t->teacher) return 0.0;
+    if (!t->fsdp_teacher) return sum_squares(t->teacher->params.data, t->teacher->params.numel);
+    double ss = sum_squares(fsdp_shard_values(t->fsdp_teacher), fsdp_shard_numel(t->fsdp_teacher));
+    return comm_allreduce(t->comm, &ss, &ss, 1, COMM_F64, COMM_SUM, "teacher checksum") == ADDC_OK ? ss : NAN;
 }

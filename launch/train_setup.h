@@ -4,7 +4,15 @@
  * features, the optimizer step (warmup, clipping, AdamW, EMA), saving weights and, in classify
  * mode, the test accuracy.
  *
- * One process for now; the distributed issue shards these networks (ARCHITECTURE §5, §9). */
+ * Ranks (ARCHITECTURE §5). Under `mpirun -np N` every rank builds every network and loads the same
+ * weights, then each store is sharded with FSDP (distributed/fsdp.h): the student and heads with
+ * their gradients, optimizer moments and EMA as 1/N shards, the frozen teacher, feature network,
+ * image encoder and VAE forward-only (the frozen text encoders stay whole on every rank). The
+ * global batch (cfg.batch) comes from data.streams loaders, batch/streams samples each, stream v
+ * reading every streams-th shard (loader rank v of streams); rank r owns streams
+ * [r S/N, (r+1) S/N), i.e. the global samples [r B/N, (r+1) B/N), and every random draw is keyed
+ * by the global sample index, so the step's math does not depend on N (to rounding). On one rank
+ * nothing is sharded and the store buffers are used directly. */
 #ifndef ADDC_LAUNCH_TRAIN_SETUP_H
 #define ADDC_LAUNCH_TRAIN_SETUP_H
 
@@ -12,16 +20,25 @@
 #include <stdint.h>
 
 #include "data/loader.h"
+#include "distributed/comm.h"
+#include "distributed/fsdp.h"
 #include "launch/text_cond.h"
 #include "launch/train_config.h"
 #include "losses/diffusion.h"
 #include "nn/latent.h"
 #include "nn/model.h"
 
-/* AdamW state of one parameter store. */
+#define TRAIN_MAX_STREAMS 256 /* loaders per rank */
+
+/* AdamW state of one parameter store: over the store's flat buffers on one rank, over this rank's
+ * FSDP shards on several. */
 typedef struct Optimizer {
     const TrainOptimConfig *cfg;
     ParamStore *params;
+    Fsdp *fsdp;           /* NULL on one rank */
+    Comm *comm;
+    float *values, *grads; /* (numel) the store's data and grad, or the shards */
+    int64_t numel;
     float *m, *v; /* (numel) moments */
     int64_t step; /* updates done */
 } Optimizer;
@@ -47,14 +64,20 @@ typedef struct TrainCond {
 
 typedef struct Trainer {
     TrainConfig cfg;
+    Comm *comm;
+    int rank, world;
     Model *student, *teacher, *feature, *image_encoder, *heads, *vae; /* NULL: role unused */
+    Fsdp *fsdp_student, *fsdp_teacher, *fsdp_feature, *fsdp_image_encoder, *fsdp_heads, *fsdp_vae; /* world > 1 */
     LatentCodec codec;
     TextCond text;      /* kind TEXT_COND_NONE without text */
     NoiseSchedule schedule;
     Optimizer opt_g, opt_d;
-    float *ema;         /* (student numel) or NULL */
-    Loader *loader;
-    TrainBatch batch;
+    float *ema;         /* (opt_g.numel: the student's values or its shard) or NULL */
+    Loader *loaders[TRAIN_MAX_STREAMS]; /* this rank's streams first_stream, first_stream + 1, ... */
+    int32_t n_loaders;
+    int64_t first_stream;
+    int64_t first_sample; /* global index of this rank's first sample in a batch: rank * batch / world */
+    TrainBatch batch;   /* this rank's batch / world samples */
     bool have_batch;
     Arena arena;        /* the step arena */
     Tape tape;
@@ -62,9 +85,15 @@ typedef struct Trainer {
     double teacher_sumsq; /* at setup: the teacher must not change */
 } Trainer;
 
-/* Builds every network the mode needs, loads or initialises their weights, opens the loader.
- * Classify mode: the student (any model with a classifier head of `classes` labels) alone. */
-Status trainer_init(Trainer *t, const TrainConfig *cfg);
+/* Builds every network the mode needs, loads or initialises their weights, shards them over comm's
+ * ranks, opens this rank's loaders (states[i] the saved state of stream first_stream + i, or NULL
+ * for fresh ones). cfg->data.streams must be set (> 0) and divide batch; the world size must divide
+ * it. Classify mode: the student (any model with a classifier head of `classes` labels) alone. */
+Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm);
+/* Reopens this rank's loaders from saved states (one per stream it owns, in order). */
+Status trainer_loaders_restore(Trainer *t, const LoaderState *const *states);
+/* The global sample index of this rank's sample 0 at the current step. */
+uint64_t trainer_first_index(const Trainer *t);
 void trainer_free(Trainer *t);
 
 /* The next batch (the same one again with data.fixed_batch). Classify mode: a sample whose json
@@ -96,17 +125,28 @@ int disc_head_count(const Trainer *t);
 
 /* The learning rate at the next step (linear warmup). */
 double optimizer_lr(const Optimizer *o);
-/* Clips the gradients, takes one AdamW step, zeroes the gradients; returns the norm before clipping. */
-double optimizer_step(Optimizer *o);
+/* With FSDP: reduce-scatters the gradients still pending after a backward (collective; no-op on one
+ * rank). */
+Status optimizer_grads_reduce(Optimizer *o);
+/* The global gradient norm (all ranks' shards; collective). */
+double optimizer_grad_norm(Optimizer *o);
+/* Clips the gradients to the norm given, takes one AdamW step, zeroes the gradients. */
+void optimizer_step(Optimizer *o, double grad_norm);
+/* Drops the gradients (a skipped step). */
+void optimizer_zero_grad(Optimizer *o);
 /* ema = decay ema + (1 - decay) student */
 void trainer_ema_update(Trainer *t);
 /* Exchanges the student's weights and the EMA (no effect without one); twice restores both exactly. */
 void trainer_ema_swap(Trainer *t);
 
-/* The student's weights (or, with ema, its EMA) as a diffusers-layout safetensors file. */
+/* The student's weights (or, with ema, its EMA) as a diffusers-layout safetensors file, written by
+ * rank 0 (collective: the values are gathered). */
 Status trainer_save_student(Trainer *t, const char *path, bool ema);
-/* Sum of squares of the teacher's weights (0 without a teacher). */
+/* Sum of squares of the teacher's weights (0 without a teacher; collective). */
 double trainer_teacher_sumsq(const Trainer *t);
+/* The full values of a sharded store in its own buffer (fsdp_invalidate releases them again);
+ * no-op without FSDP. Collective. */
+Status trainer_store_gather(Fsdp *f, ParamStore *s, const float *shard);
 
 /* Classify mode: the student's (current weights') correct predictions over eval.shards, read in
  * file order (no shuffle, no flip, centre crop) once through, or the first eval.real_max images;
