@@ -138,9 +138,11 @@ static Status add_step(Trainer *t, StepMetrics *m) {
     Var *z_s = diffusion_noise_add(&n, &t->schedule, z0, eps, s);
 
     /* 3. student forward */
+    comm_set_phase(t->comm, "student forward");
     Var *x_student = student_x0(&g, t, z_s, s, &cond);
 
     /* 4. teacher forward on the re-noised student sample */
+    comm_set_phase(t->comm, "teacher forward");
     TRY(draw_timesteps_range(&key, DRAW_T_TEACHER, B, L->timesteps.teacher_min, L->timesteps.teacher_max, tt));
     Var *eps_t = draw_noise(&n, &key, RNG_PURPOSE_TEACHER_NOISE, 0, z0->v.ndim, z0->v.shape);
     Var *x_teacher = teacher_x0(&n, t, stop_gradient(&n, x_student), eps_t, tt, &cond, guided ? &uncond : NULL);
@@ -151,6 +153,7 @@ static Status add_step(Trainer *t, StepMetrics *m) {
     Var *img_teacher = pixel ? latent_decode(&n, &t->codec, x_teacher) : NULL;
 
     /* 6. generator losses: distillation, adversarial through features and heads */
+    comm_set_phase(t->comm, "generator losses (features, heads)");
     Var *l_distill = pixel ? distill_loss(&g, &t->schedule, &L->distill, img_student, img_teacher, tt)
                            : distill_loss(&g, &t->schedule, &L->distill, x_student, x_teacher, tt);
     if (!l_distill) return addc_error_status();
@@ -165,6 +168,7 @@ static Status add_step(Trainer *t, StepMetrics *m) {
     if (!l_g) return addc_error_status();
 
     /* 7. backward and update G */
+    comm_set_phase(t->comm, "generator backward and update");
     TRY(tape_backward(&g, l_g));
     bool done;
     TRY(update(t, &t->opt_g, scalar(l_g), &m->lr_g, &m->gnorm_g, &done));
@@ -172,6 +176,7 @@ static Status add_step(Trainer *t, StepMetrics *m) {
     m->skipped += !done;
 
     /* 8. discriminator: real features (R1 needs their gradient), stop-gradient fake features */
+    comm_set_phase(t->comm, "discriminator forward and R1");
     optimizer_zero_grad(&t->opt_d); /* the generator's backward passed through the heads */
     Var *feat_real[DISC_MAX_HEADS], *logit_real[DISC_MAX_HEADS], *logit_sg[DISC_MAX_HEADS];
     TRY(disc_features(&n, t, x0, feat_real));
@@ -188,6 +193,7 @@ static Status add_step(Trainer *t, StepMetrics *m) {
     if (!l_d) return addc_error_status();
 
     /* 9. backward and update D */
+    comm_set_phase(t->comm, "discriminator backward and update");
     TRY(tape_backward(&g, l_d));
     TRY(update(t, &t->opt_d, scalar(l_d), &m->lr_d, &m->gnorm_d, &done));
     m->skipped += !done;
@@ -217,11 +223,13 @@ static Status diffusion_step(Trainer *t, StepMetrics *m) {
     TRY(draw_timesteps_range(&key, DRAW_T_DIFFUSION, B, L->diffusion.t_min, L->diffusion.t_max, tt));
     Var *eps = draw_noise(&n, &key, RNG_PURPOSE_NOISE, 0, z0->v.ndim, z0->v.shape);
     Var *z_t = diffusion_noise_add(&n, &t->schedule, z0, eps, tt);
+    comm_set_phase(t->comm, "diffusion forward");
     Var *pred = unet_pred(&g, t->student, z_t, tt, &cond);
     Var *loss = diffusion_loss(&g, &t->schedule, L->prediction, L->diffusion.min_snr_gamma, pred, z0, eps, tt);
     loss = maybe_poison(&g, t, loss);
     if (!loss) return addc_error_status();
 
+    comm_set_phase(t->comm, "diffusion backward and update");
     TRY(tape_backward(&g, loss));
     bool done;
     TRY(update(t, &t->opt_g, scalar(loss), &m->lr_g, &m->gnorm_g, &done));
@@ -312,6 +320,7 @@ static Status save_student(Trainer *t, RunDir *rd, const char *file, bool ema) {
 static Status write_grid(Trainer *t, RunDir *rd, double *secs) {
     char f[64], p[RUNDIR_PATH_MAX];
     double t0 = cli_now_s();
+    comm_set_phase(t->comm, "sample grid");
     if (t->rank == 0 && mkdir(rundir_file(rd, "samples", p), 0755) != 0 && errno != EEXIST)
         return addc_error_set(ADDC_ERR_IO, "cannot create %s: %s", p, strerror(errno));
     snprintf(f, sizeof f, "samples/step-%07lld.png", (long long)t->step);
