@@ -24,65 +24,56 @@ static Status full_of(Fsdp *f, const ParamStore *s, const float *buf, float **tm
     return ADDC_OK;
 }
 
-/* Writes every parameter of s from the flat buffer `full` (addc layout) as group/NAME in its file
- * layout; rank r writes rows [r R / N, (r + 1) R / N) of each. */
-static Status write_store(CkptFile *cf, Comm *comm, const ParamStore *s, const float *full, const char *group) {
-    int r = comm_rank(comm), N = comm_size(comm);
+/* A parameter's shape in files (a scalar as one row) and a scratch of at least its numel. */
+static Status param_prepare(const Param *p, int64_t *shape, int32_t *nd, float **scratch, int64_t *cap) {
+    *nd = weights_file_shape(p, shape);
+    if (*nd == 0) {
+        shape[0] = 1;
+        *nd = 1;
+    }
+    int64_t n = tensor_numel(&p->var.v);
+    if (n <= *cap) return ADDC_OK;
+    free(*scratch);
+    *scratch = malloc((size_t)n * sizeof(float));
+    *cap = *scratch ? n : 0;
+    return *scratch ? ADDC_OK : addc_error_set(ADDC_ERR_NOMEM, "checkpoint: out of memory for %s", p->name);
+}
+
+/* Writes (or reads) every parameter of s from (into) the flat buffer `full` (addc layout) as
+ * group/NAME in its file layout. Writing, rank r writes rows [r R / N, (r + 1) R / N) of each;
+ * reading, every rank reads every row. */
+static Status store_io(CkptFile *cf, Comm *comm, const ParamStore *s, float *full, const char *group, bool write) {
+    int r = write ? comm_rank(comm) : 0, N = write ? comm_size(comm) : 1;
     float *conv = NULL;
-    int64_t conv_cap = 0;
+    int64_t cap = 0;
     Status st = ADDC_OK;
     for (int32_t i = 0; i < s->n && st == ADDC_OK; i++) {
         Param *p = param_store_get((ParamStore *)s, i);
-        int64_t shape[CKPT_MAX_DIMS], n = tensor_numel(&p->var.v);
-        int32_t nd = weights_file_shape(p, shape);
-        if (nd == 0) { /* a scalar: one row */
-            shape[0] = 1;
-            nd = 1;
-        }
-        if (n > conv_cap) {
-            free(conv);
-            conv = malloc((size_t)n * sizeof(float));
-            conv_cap = conv ? n : 0;
-            if (!conv) st = addc_error_set(ADDC_ERR_NOMEM, "checkpoint: out of memory");
-        }
+        int64_t shape[CKPT_MAX_DIMS];
+        int32_t nd;
+        st = param_prepare(p, shape, &nd, &conv, &cap);
         if (st != ADDC_OK) break;
-        weights_layout_to_file(p, full + p->offset, conv);
-        int64_t rows = shape[0], row = n / rows, lo = rows * r / N, hi = rows * (r + 1) / N;
         char name[PARAM_NAME_MAX + 64];
         snprintf(name, sizeof name, "%s/%s", group, p->name);
-        st = ckpt_write_f32(cf, name, nd, shape, lo, hi, conv + lo * row);
+        if (write) {
+            weights_layout_to_file(p, full + p->offset, conv);
+            int64_t rows = shape[0], row = tensor_numel(&p->var.v) / rows, lo = rows * r / N, hi = rows * (r + 1) / N;
+            st = ckpt_write_f32(cf, name, nd, shape, lo, hi, conv + lo * row);
+        } else {
+            st = ckpt_read_f32(cf, name, nd, shape, 0, shape[0], conv);
+            if (st == ADDC_OK) weights_layout_from_file(p, conv, full + p->offset);
+        }
     }
     free(conv);
     return st;
 }
 
-/* Reads group/NAME of every parameter of s (every row, in this rank) into the flat buffer `full`. */
+static Status write_store(CkptFile *cf, Comm *comm, const ParamStore *s, const float *full, const char *group) {
+    return store_io(cf, comm, s, (float *)full, group, true);
+}
+
 static Status read_store(CkptFile *cf, const ParamStore *s, float *full, const char *group) {
-    float *conv = NULL;
-    int64_t conv_cap = 0;
-    Status st = ADDC_OK;
-    for (int32_t i = 0; i < s->n && st == ADDC_OK; i++) {
-        Param *p = param_store_get((ParamStore *)s, i);
-        int64_t shape[CKPT_MAX_DIMS], n = tensor_numel(&p->var.v);
-        int32_t nd = weights_file_shape(p, shape);
-        if (nd == 0) {
-            shape[0] = 1;
-            nd = 1;
-        }
-        if (n > conv_cap) {
-            free(conv);
-            conv = malloc((size_t)n * sizeof(float));
-            conv_cap = conv ? n : 0;
-            if (!conv) st = addc_error_set(ADDC_ERR_NOMEM, "checkpoint: out of memory");
-        }
-        if (st != ADDC_OK) break;
-        char name[PARAM_NAME_MAX + 64];
-        snprintf(name, sizeof name, "%s/%s", group, p->name);
-        st = ckpt_read_f32(cf, name, nd, shape, 0, shape[0], conv);
-        if (st == ADDC_OK) weights_layout_from_file(p, conv, full + p->offset);
-    }
-    free(conv);
-    return st;
+    return store_io(cf, NULL, s, full, group, false); /* every rank reads every row: no rank needed */
 }
 
 /* buf (the store's own buffer on one rank, or this rank's shard) <- group/ *. */

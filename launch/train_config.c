@@ -84,7 +84,7 @@ static const ConfigField dist_fields[] = {
 static const ConfigSchema dist_schema = CONFIG_SCHEMA("dist", dist_fields);
 
 static const ConfigField checkpoint_fields[] = {
-    CONFIG_INT(TrainCheckpointConfig, every, "0", 0, INT64_MAX,
+    CONFIG_INT(TrainCheckpointConfig, every, "500", 0, INT64_MAX,
                "a checkpoint every N steps (also on SIGUSR1, SIGTERM and at the end); 0 = not periodically"),
     CONFIG_INT(TrainCheckpointConfig, keep, "3", 0, INT64_MAX, "newest checkpoints kept (0: all)"),
 };

@@ -96,7 +96,7 @@ typedef struct TrainDistConfig {
 
 /* Training checkpoints (launch/train_ckpt.h): RUN/checkpoints/step-N.h5. */
 typedef struct TrainCheckpointConfig {
-    int64_t every; /* steps; 0 = only on signals and at the end */
+    int64_t every; /* steps (default 500); 0 = only on signals and at the end */
     int64_t keep;  /* newest committed kept (0: all) */
 } TrainCheckpointConfig;
 
