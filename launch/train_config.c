@@ -60,6 +60,8 @@ static const ConfigField data_fields[] = {
 };
 static const ConfigSchema data_schema = CONFIG_SCHEMA("data", data_fields);
 
+static const char *const decay_names[] = {"none", "cosine"};
+
 #define OPTIM_FIELDS(lr_, b1_, b2_)                                                                              \
     CONFIG_FLOAT(TrainOptimConfig, lr, lr_, "AdamW learning rate"),                                             \
         CONFIG_FLOAT(TrainOptimConfig, beta1, b1_, "AdamW beta1"),                                              \
@@ -67,6 +69,9 @@ static const ConfigSchema data_schema = CONFIG_SCHEMA("data", data_fields);
         CONFIG_FLOAT(TrainOptimConfig, eps, "1e-8", "AdamW epsilon"),                                           \
         CONFIG_FLOAT(TrainOptimConfig, weight_decay, "0", "decoupled weight decay"),                            \
         CONFIG_INT(TrainOptimConfig, warmup, "0", 0, INT64_MAX, "linear warmup steps"),                         \
+        CONFIG_ENUM(TrainOptimConfig, decay, "none", decay_names,                                               \
+                    "after warmup: none (constant) or cosine (to lr * min_lr_ratio at the last step)"),          \
+        CONFIG_FLOAT(TrainOptimConfig, min_lr_ratio, "0", "cosine decay: the final lr over lr"),                \
         CONFIG_FLOAT(TrainOptimConfig, grad_clip, "1", "global gradient-norm clip; 0 = off")
 static const ConfigField opt_g_fields[] = {OPTIM_FIELDS("1e-5", "0.9", "0.999")};
 static const ConfigSchema opt_g_schema = CONFIG_SCHEMA("opt_g", opt_g_fields);
@@ -164,9 +169,11 @@ static Status need_model(const TrainModelConfig *m, const char *key, const char 
 
 static Status check_optim(const TrainOptimConfig *o, const char *key) {
     if (!(o->lr >= 0) || !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0) ||
-        !(o->weight_decay >= 0) || !(o->grad_clip >= 0))
+        !(o->weight_decay >= 0) || !(o->grad_clip >= 0) || !(o->min_lr_ratio >= 0 && o->min_lr_ratio <= 1))
         return addc_error_set(ADDC_ERR_INVALID,
-                              "%s: lr, weight_decay, grad_clip must be >= 0, beta1 and beta2 in [0, 1), eps > 0", key);
+                              "%s: lr, weight_decay, grad_clip must be >= 0, beta1 and beta2 in [0, 1), eps > 0, "
+                              "min_lr_ratio in [0, 1]",
+                              key);
     return ADDC_OK;
 }
 

@@ -45,6 +45,7 @@
 typedef enum TrainMode { TRAIN_MODE_ADD = 0, TRAIN_MODE_DIFFUSION, TRAIN_MODE_CLASSIFY, TRAIN_MODE_COUNT } TrainMode;
 typedef enum StudentInit { STUDENT_INIT_TEACHER = 0, STUDENT_INIT_WEIGHTS, STUDENT_INIT_RANDOM } StudentInit;
 typedef enum TextSource { TEXT_SOURCE_NONE = 0, TEXT_SOURCE_ENCODER, TEXT_SOURCE_EMBEDDINGS } TextSource;
+typedef enum OptimDecay { OPTIM_DECAY_NONE = 0, OPTIM_DECAY_COSINE } OptimDecay;
 typedef enum TextLayer { TEXT_LAYER_PENULTIMATE = 0, TEXT_LAYER_LAST } TextLayer;
 
 extern const char *const train_mode_names[TRAIN_MODE_COUNT];
@@ -110,6 +111,8 @@ typedef struct TrainGuardConfig {
 typedef struct TrainOptimConfig {
     double lr, beta1, beta2, eps, weight_decay;
     int64_t warmup;   /* linear warmup steps from lr/warmup to lr */
+    int32_t decay;    /* OptimDecay after warmup: constant, or cosine down to lr * min_lr_ratio at `steps` */
+    double min_lr_ratio;
     double grad_clip; /* global norm; 0 = off */
 } TrainOptimConfig;
 

@@ -63,7 +63,8 @@ static Status student_from_teacher(Trainer *t) {
 }
 
 /* AdamW over the store's buffers (f NULL) or this rank's shards of them. */
-static Status optimizer_init(Optimizer *o, ParamStore *p, Fsdp *f, Comm *comm, const TrainOptimConfig *cfg) {
+static Status optimizer_init(Optimizer *o, ParamStore *p, Fsdp *f, Comm *comm, const TrainOptimConfig *cfg,
+                             int64_t total_steps) {
     o->cfg = cfg;
     o->params = p;
     o->fsdp = f;
@@ -71,6 +72,7 @@ static Status optimizer_init(Optimizer *o, ParamStore *p, Fsdp *f, Comm *comm, c
     o->values = f ? fsdp_shard_values(f) : p->data;
     o->grads = f ? fsdp_shard_grads(f) : p->grad;
     o->numel = f ? fsdp_shard_numel(f) : p->numel;
+    o->total = total_steps;
     o->m = calloc((size_t)o->numel, sizeof(float));
     o->v = calloc((size_t)o->numel, sizeof(float));
     o->step = 0;
@@ -314,7 +316,7 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm) {
         TRY(role_build(&t->student, &c->student, "student", ROLE_CLASSIFIER, true));
         TRY(check_classifier(t));
         TRY(shard_all(t));
-        TRY(optimizer_init(&t->opt_g, &t->student->params, t->fsdp_student, comm, &c->opt_g));
+        TRY(optimizer_init(&t->opt_g, &t->student->params, t->fsdp_student, comm, &c->opt_g, c->steps));
         TRY(ema_init(t));
         if (c->eval.shards[0]) TRY(eval_shards_probe(t));
         return loader_start(t);
@@ -352,8 +354,8 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm) {
     TRY(check_groups(t));
     TRY(shard_all(t));
     t->teacher_sumsq = trainer_teacher_sumsq(t); /* over the shards as at the end: the same sum */
-    if (add) TRY(optimizer_init(&t->opt_d, &t->heads->params, t->fsdp_heads, comm, &c->opt_d));
-    TRY(optimizer_init(&t->opt_g, &t->student->params, t->fsdp_student, comm, &c->opt_g));
+    if (add) TRY(optimizer_init(&t->opt_d, &t->heads->params, t->fsdp_heads, comm, &c->opt_d, c->steps));
+    TRY(optimizer_init(&t->opt_g, &t->student->params, t->fsdp_student, comm, &c->opt_g, c->steps));
     TRY(ema_init(t));
     return loader_start(t);
 }
@@ -585,7 +587,12 @@ Status disc_logits(Ctx *c, const Trainer *t, Var *const *features, Var *cond, bo
 
 double optimizer_lr(const Optimizer *o) {
     double lr = o->cfg->lr;
-    if (o->cfg->warmup > 0 && o->step < o->cfg->warmup) lr *= (double)(o->step + 1) / (double)o->cfg->warmup;
+    if (o->cfg->warmup > 0 && o->step < o->cfg->warmup) return lr * (double)(o->step + 1) / (double)o->cfg->warmup;
+    if (o->cfg->decay == OPTIM_DECAY_COSINE && o->total > o->cfg->warmup) {
+        double p = (double)(o->step - o->cfg->warmup) / (double)(o->total - o->cfg->warmup); /* 0 .. 1 */
+        double r = o->cfg->min_lr_ratio;
+        lr *= r + (1 - r) * 0.5 * (1 + cos(M_PI * fmin(p, 1.0)));
+    }
     return lr;
 }
 

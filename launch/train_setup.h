@@ -41,6 +41,7 @@ typedef struct Optimizer {
     int64_t numel;
     float *m, *v; /* (numel) moments */
     int64_t step; /* updates done */
+    int64_t total; /* the run's steps (cosine decay) */
 } Optimizer;
 
 /* One training batch, owned by the trainer (a copy of the loader's, so fixed_batch can keep it). */
@@ -123,7 +124,7 @@ Var *disc_condition(Ctx *c, const Trainer *t, const TrainCond *cond, Var *real_i
 Status disc_logits(Ctx *c, const Trainer *t, Var *const *features, Var *cond, bool update_sn, Var **logits);
 int disc_head_count(const Trainer *t);
 
-/* The learning rate at the next step (linear warmup). */
+/* The learning rate at the next step (linear warmup, then constant or cosine decay). */
 double optimizer_lr(const Optimizer *o);
 /* With FSDP: reduce-scatters the gradients still pending after a backward (collective; no-op on one
  * rank). */
