@@ -244,6 +244,23 @@ int main(void) {
     free(c0);
     free(c1);
 
+    /* 4b. the learning-rate schedule: warmup 2, then cosine down to 0.1 lr at the last step */
+    snprintf(a, sizeof a,
+             "train configs/train/toy_teacher.yaml " COMMON
+             " steps=10 opt_g.lr=1e-3 opt_g.warmup=2 opt_g.decay=cosine opt_g.min_lr_ratio=0.1 ema_decay=0 "
+             "checkpoint.every=0 --mode diffusion --run-dir %s/cos",
+             tmp, tmp);
+    CHECK(run(a, "cos.log") == 0, "cosine run failed: see %s/cos.log", tmp);
+    double lr[16], worst = 0;
+    snprintf(p, sizeof p, "%s/cos/metrics.jsonl", tmp);
+    int nlr = test_jsonl_values(p, "lr", lr, 16);
+    for (int i = 0; i < nlr; i++) { /* lr of update i (0-based) */
+        double want = i < 2 ? 1e-3 * (i + 1) / 2 : 1e-3 * (0.1 + 0.9 * 0.5 * (1 + cos(M_PI * (i - 2) / 8.0)));
+        worst = fmax(worst, fabs(lr[i] - want) / want);
+    }
+    printf("cosine schedule: %d steps, lr %.3g .. %.3g, worst relative error %.2g\n", nlr, lr[0], lr[nlr - 1], worst);
+    CHECK(nlr == 10 && worst < 1e-6, "the lr schedule is not warmup + cosine (worst %g)", worst);
+
     /* 5. classify mode: a tiny DINOv2 (16x16 gray, 4x4 patches, width 16) on the labels; the test
      *    pass in batches of 20 over 64 images ends inside a batch, where the stream wraps around */
     const char *cls_args =
