@@ -33,13 +33,16 @@
 static char addc[1024], tmp[256];
 
 /* The tiny ADD run every case uses: tiny UNet teacher (fresh weights) and student, the toy
- * feature network and heads, 16x16 gray images, batch 32 from 4 data streams. */
+ * feature network and heads, 16x16 gray images, batch 32 from 4 data streams. Constant learning
+ * rates: the resume cases stop a run by giving it fewer steps, which a cosine decay (whose rate
+ * depends on the run's length) would tell apart; the kill -9 case keeps the length and the
+ * recipe's own schedule would do too. */
 #define BASE                                                                                                       \
     "configs/train/toy_add.yaml data.shards=%s/fm/fmnist-train-{000000..000003}.tar data.size=16 "                \
     "data.channels=1 data.threads=1 data.streams=4 batch=32 codec.kind=unshuffle text.source=none "                \
     "student.config=configs/models/tiny_unet.yaml teacher.config=configs/models/tiny_unet.yaml teacher.weights= "  \
     "teacher.init_seed=3 heads.overrides=[c_dim=0] loss.prediction=epsilon loss.schedule.zero_terminal_snr=false " \
-    "log_every=1 sample.every=0 save_every=0 ema_decay=0.9 checkpoint.keep=0"
+    "log_every=1 sample.every=0 save_every=0 ema_decay=0.9 checkpoint.keep=0 opt_g.decay=none opt_d.decay=none"
 
 /* Runs `addc train BASE extra` on np ranks (np 0: no mpirun) in the background when bg, else waits;
  * returns the exit code (or the pid with bg). */
