@@ -461,7 +461,11 @@ void fsdp_zero_grad(Fsdp *f) {
 
 void fsdp_invalidate(Fsdp *f) {
     if (prefetch_finish(f) != ADDC_OK) fsdp_failed(f, addc_error_status());
-    for (int32_t i = 0; i < f->n_units; i++) unit_drop_values(f, &f->units[i]);
+    for (int32_t i = 0; i < f->n_units; i++) {
+        FsdpUnit *u = &f->units[i];
+        if (u->resident) unit_drop_values(f, u);
+        else range_release(f, f->map_data, u->offset, u->numel, false); /* pages written around the units */
+    }
 }
 
 Status fsdp_gather_full(Fsdp *f, const float *shard, float *full) {

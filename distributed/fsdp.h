@@ -78,8 +78,9 @@ Status fsdp_grads_flush(Fsdp *f);
 /* Zeroes the gradient shard and any pending full-range gradients (no communication). */
 void fsdp_zero_grad(Fsdp *f);
 /* Releases every resident unit (after writing shard values, e.g. an optimizer step, the next
- * acquire re-gathers the new values). Call after changing fsdp_shard_values; pending gradients
- * are kept. */
+ * acquire re-gathers the new values) and returns the pages of the others too (the full values
+ * fsdp_gather_full may have written into the store's own buffer to save it). Call after changing
+ * fsdp_shard_values; pending gradients are kept. */
 void fsdp_invalidate(Fsdp *f);
 
 /* All-gathers every unit of an arbitrary shard-shaped buffer `shard` (shard_numel, e.g. an
