@@ -249,6 +249,8 @@ Status train_ckpt_load(Trainer *t, CkptFile *f, int64_t *nonfinite_total) {
         if (st == ADDC_OK) st = ckpt_read_bytes(f, name, &states[i], size);
         ptrs[i] = &states[i];
     }
+    /* ADDC_TEST_SKIP_LOADER_RESTORE: the negative control of tests/mpi/test_train_dist (a resume that
+     * loses the data position must not match the straight run); never set it in a real run */
     if (st == ADDC_OK && !getenv("ADDC_TEST_SKIP_LOADER_RESTORE")) st = trainer_loaders_restore(t, ptrs);
     free(states);
     return st;
