@@ -712,7 +712,7 @@ int cmd_train(int argc, char **argv) {
         cfg->data.streams = s;
     }
     built = true;
-    if (trainer_init(t, cfg, comm) != ADDC_OK) {
+    if (trainer_init(t, cfg, comm, cf == NULL) != ADDC_OK) {
         rc = cli_fail("train: setup");
         goto out;
     }

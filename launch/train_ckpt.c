@@ -233,7 +233,7 @@ Status train_ckpt_load(Trainer *t, CkptFile *f, int64_t *nonfinite_total) {
     TRY(ckpt_get_i64(f, "nonfinite_total", nonfinite_total));
 
     /* this rank's streams */
-    int32_t n = t->n_loaders;
+    int32_t n = (int32_t)(t->cfg.data.streams / t->world); /* the streams this rank reads */
     LoaderState *states = calloc((size_t)n, sizeof *states);
     const LoaderState *ptrs[TRAIN_MAX_STREAMS];
     if (!states) return addc_error_set(ADDC_ERR_NOMEM, "checkpoint: out of memory");
@@ -250,8 +250,8 @@ Status train_ckpt_load(Trainer *t, CkptFile *f, int64_t *nonfinite_total) {
         ptrs[i] = &states[i];
     }
     /* ADDC_TEST_SKIP_LOADER_RESTORE: the negative control of tests/mpi/test_train_dist (a resume that
-     * loses the data position must not match the straight run); never set it in a real run */
-    if (st == ADDC_OK && !getenv("ADDC_TEST_SKIP_LOADER_RESTORE")) st = trainer_loaders_restore(t, ptrs);
+     * loses the data position must not match the straight run): fresh streams; never set in a real run */
+    if (st == ADDC_OK) st = trainer_loaders_restore(t, getenv("ADDC_TEST_SKIP_LOADER_RESTORE") ? NULL : ptrs);
     free(states);
     return st;
 }

@@ -25,7 +25,8 @@
  * path (may be NULL) gets the committed file; *mb_s the write rate of this rank. */
 Status train_ckpt_save(Trainer *t, const char *dir, int keep, int64_t nonfinite_total, char *path, int cap,
                        double *mb_s);
-/* Restores the trainer from f (opened by ckpt_open_latest or ckpt_open_path); collective. The
+/* Restores the trainer from f (opened by ckpt_open_latest or ckpt_open_path) and opens this rank's
+ * loaders from their saved states (trainer_init left them closed); collective. The
  * checkpoint must have the run's mode, seed, batch and data.streams (each mismatch named). */
 Status train_ckpt_load(Trainer *t, CkptFile *f, int64_t *nonfinite_total);
 /* The parameters of s (a plain store: not sharded) from group/NAME of f ("student", "ema", "heads");

@@ -201,10 +201,12 @@ static Status streams_check(Trainer *t) {
     return ADDC_OK;
 }
 
-static Status loader_start(Trainer *t) {
+/* open_loaders false: a resume opens them from their saved states (train_ckpt_load), so the fresh
+ * ones would only read ahead for nothing. */
+static Status loader_start(Trainer *t, bool open_loaders) {
     const TrainConfig *c = &t->cfg;
     TRY(streams_check(t));
-    TRY(trainer_loaders_restore(t, NULL));
+    if (open_loaders) TRY(trainer_loaders_restore(t, NULL));
     TrainBatch *b = &t->batch;
     b->B = c->batch / t->world;
     b->S = c->data.size;
@@ -297,7 +299,7 @@ static Status check_groups(const Trainer *t) {
     return ADDC_OK;
 }
 
-Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm) {
+Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm, bool open_loaders) {
     memset(t, 0, sizeof *t);
     t->cfg = *cfg;
     t->comm = comm;
@@ -319,7 +321,7 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm) {
         TRY(optimizer_init(&t->opt_g, &t->student->params, t->fsdp_student, comm, &c->opt_g, c->steps));
         TRY(ema_init(t));
         if (c->eval.shards[0]) TRY(eval_shards_probe(t));
-        return loader_start(t);
+        return loader_start(t, open_loaders);
     }
 
     if (add) {
@@ -357,7 +359,7 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm) {
     if (add) TRY(optimizer_init(&t->opt_d, &t->heads->params, t->fsdp_heads, comm, &c->opt_d, c->steps));
     TRY(optimizer_init(&t->opt_g, &t->student->params, t->fsdp_student, comm, &c->opt_g, c->steps));
     TRY(ema_init(t));
-    return loader_start(t);
+    return loader_start(t, open_loaders);
 }
 
 static void unshard(Fsdp **f) {

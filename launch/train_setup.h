@@ -87,10 +87,11 @@ typedef struct Trainer {
 } Trainer;
 
 /* Builds every network the mode needs, loads or initialises their weights, shards them over comm's
- * ranks, opens this rank's loaders (states[i] the saved state of stream first_stream + i, or NULL
- * for fresh ones). cfg->data.streams must be set (> 0) and divide batch; the world size must divide
- * it. Classify mode: the student (any model with a classifier head of `classes` labels) alone. */
-Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm);
+ * ranks and, with open_loaders, opens this rank's loaders fresh (a resume leaves that to
+ * train_ckpt_load, which opens them from their saved states). cfg->data.streams must be set (> 0)
+ * and divide batch; the world size must divide it. Classify mode: the student (any model with a
+ * classifier head of `classes` labels) alone. */
+Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm, bool open_loaders);
 /* Reopens this rank's loaders from saved states (one per stream it owns, in order). */
 Status trainer_loaders_restore(Trainer *t, const LoaderState *const *states);
 /* The global sample index of this rank's sample 0 at the current step. */
