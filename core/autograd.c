@@ -2,9 +2,11 @@
  * Gradient rule: every backward kernel accumulates (+=) into its inputs' Var.g. */
 #include "core/autograd.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cuda.h"
 #include "core/ops.h"
 #include "core/profile.h"
 
@@ -44,9 +46,29 @@ Ctx ctx_make(Arena *arena, Tape *tape, Device dev) {
 
 void *ctx_alloc(Ctx *c, int64_t bytes) { return arena_alloc(c->arena, bytes); }
 
+void *ctx_dev_alloc(Ctx *c, int64_t bytes) {
+    if (!c->arena->dev) {
+        addc_error_set(ADDC_ERR_INVALID, "a CUDA tensor was asked for but the step arena has no device "
+                                         "companion (arena_attach_device)");
+        return NULL;
+    }
+    return arena_alloc(c->arena->dev, bytes);
+}
+
+/* Tensor storage on dev: the host arena, or its device companion. */
+static void *data_alloc(Ctx *c, Device dev, int64_t bytes) {
+    return dev == DEVICE_CUDA ? ctx_dev_alloc(c, bytes) : arena_alloc(c->arena, bytes);
+}
+
+static Status data_zero(void *p, Device dev, int64_t bytes) {
+    if (dev == DEVICE_CUDA) return cuda_memset(p, 0, (size_t)bytes);
+    memset(p, 0, (size_t)bytes);
+    return ADDC_OK;
+}
+
 Tensor ctx_tensor(Ctx *c, DType dt, int32_t ndim, const int64_t *shape) {
     Tensor t = tensor_make(NULL, dt, c->device, ndim, shape);
-    if (c->device != DEVICE_META) t.data = arena_alloc(c->arena, tensor_nbytes(&t));
+    if (c->device != DEVICE_META) t.data = data_alloc(c, c->device, tensor_nbytes(&t));
     return t;
 }
 
@@ -66,7 +88,7 @@ static Var *var_new_on(Ctx *c, Device dev, DType dt, int32_t ndim, const int64_t
     v->v = tensor_make(NULL, dt, dev, ndim, shape);
     v->node = -1;
     if (dev != DEVICE_META) {
-        v->v.data = arena_alloc(c->arena, tensor_nbytes(&v->v));
+        v->v.data = data_alloc(c, dev, tensor_nbytes(&v->v));
         if (!v->v.data) return NULL;
     }
     v->g = tensor_make(NULL, DTYPE_F32, dev, ndim, shape);
@@ -79,7 +101,7 @@ Var *var_new(Ctx *c, DType dt, int32_t ndim, const int64_t *shape) {
 
 Var *var_zeros(Ctx *c, DType dt, int32_t ndim, const int64_t *shape) {
     Var *v = var_new(c, dt, ndim, shape);
-    if (v && v->v.data) memset(v->v.data, 0, (size_t)tensor_nbytes(&v->v));
+    if (v && v->v.data && data_zero(v->v.data, v->v.device, tensor_nbytes(&v->v)) != ADDC_OK) return NULL;
     return v;
 }
 
@@ -92,6 +114,67 @@ Var *var_leaf(Ctx *c, Tensor value, bool requires_grad) {
     v->requires_grad = requires_grad;
     v->g = tensor_make(NULL, DTYPE_F32, value.device, value.ndim, value.shape);
     return v;
+}
+
+Var *var_from_host(Ctx *c, DType dt, int32_t ndim, const int64_t *shape, const void *host) {
+    Var *v = var_new(c, dt, ndim, shape);
+    if (!v || !v->v.data) return v;
+    size_t bytes = (size_t)tensor_nbytes(&v->v);
+    if (v->v.device == DEVICE_CUDA) {
+        if (cuda_copy_to_device(v->v.data, host, bytes) != ADDC_OK || cuda_synchronize() != ADDC_OK) return NULL;
+    } else if (bytes) {
+        memcpy(v->v.data, host, bytes);
+    }
+    return v;
+}
+
+Var *var_to_device(Ctx *c, Var *x, Device dev) {
+    if (!x || x->v.device == dev) return x;
+    if (x->v.device == DEVICE_META || dev == DEVICE_META) {
+        addc_error_set(ADDC_ERR_INVALID, "var_to_device: %s -> %s", device_name(x->v.device), device_name(dev));
+        return NULL;
+    }
+    Ctx on = *c;
+    on.device = dev;
+    Var *y = var_new(&on, x->v.dtype, x->v.ndim, x->v.shape);
+    if (!y) return NULL;
+    size_t bytes = (size_t)tensor_nbytes(&x->v);
+    Status st = dev == DEVICE_CUDA ? cuda_copy_to_device(y->v.data, x->v.data, bytes)
+                                   : cuda_copy_to_host(y->v.data, x->v.data, bytes);
+    if (st == ADDC_OK && dev == DEVICE_CUDA) st = cuda_synchronize(); /* x's host storage may be released next */
+    return st == ADDC_OK ? y : NULL;
+}
+
+Status var_download_f32(const Var *x, float *host) {
+    int64_t n = tensor_numel(&x->v);
+    if (x->v.device == DEVICE_META || (!x->v.data && n > 0))
+        return addc_error_set(ADDC_ERR_INVALID, "var_download_f32: a tensor without data (%s)", device_name(x->v.device));
+    if (x->v.device != DEVICE_CUDA) {
+        dtype_convert(host, DTYPE_F32, x->v.data, x->v.dtype, n);
+        return ADDC_OK;
+    }
+    if (x->v.dtype == DTYPE_F32) return cuda_copy_to_host(host, x->v.data, (size_t)n * 4);
+    size_t bytes = (size_t)tensor_nbytes(&x->v);
+    void *staged = malloc(bytes ? bytes : 1);
+    if (!staged) return addc_error_set(ADDC_ERR_NOMEM, "var_download_f32: %zu bytes", bytes);
+    Status st = cuda_copy_to_host(staged, x->v.data, bytes);
+    if (st == ADDC_OK) dtype_convert(host, DTYPE_F32, staged, x->v.dtype, n);
+    free(staged);
+    return st;
+}
+
+double var_scalar(const Var *x) {
+    if (!x) return NAN;
+    if (x->v.device != DEVICE_CUDA) {
+        float f;
+        dtype_convert(&f, DTYPE_F32, x->v.data, x->v.dtype, 1);
+        return f;
+    }
+    float f = NAN;
+    unsigned char raw[8];
+    if (cuda_copy_to_host(raw, x->v.data, dtype_size(x->v.dtype)) != ADDC_OK) return NAN;
+    dtype_convert(&f, DTYPE_F32, raw, x->v.dtype, 1);
+    return f;
 }
 
 void var_init_param(Var *p, Tensor value, Tensor grad, bool requires_grad, const char *name) {
@@ -118,7 +201,9 @@ float *var_grad_f32(Ctx *c, Var *v) {
         return NULL;
     }
     v->g = tensor_make(NULL, DTYPE_F32, v->v.device, v->v.ndim, v->v.shape);
-    v->g.data = arena_calloc(c->arena, tensor_numel(&v->v) * 4);
+    int64_t bytes = tensor_numel(&v->v) * 4;
+    v->g.data = data_alloc(c, v->v.device, bytes);
+    if (v->g.data && data_zero(v->g.data, v->v.device, bytes) != ADDC_OK) v->g.data = NULL;
     return (float *)v->g.data;
 }
 
@@ -254,9 +339,17 @@ Var *var_compact(Ctx *c, ArenaMark m, Var *y) {
     int64_t nbytes = keep.v.data ? tensor_nbytes(&keep.v) : 0;
     arena_reset_to(c->arena, m);
     /* data first: it lands at or below its old place (same block order), so memmove is safe */
-    void *d = keep.v.data ? arena_alloc(c->arena, nbytes) : NULL;
+    Device dev = keep.v.device;
+    void *d = keep.v.data ? data_alloc(c, dev, nbytes) : NULL;
     if (keep.v.data && !d) return NULL;
-    if (d) memmove(d, keep.v.data, (size_t)nbytes);
+    if (d && dev == DEVICE_CUDA) {
+        /* a new block may come first in a device arena as in a host one: below or elsewhere */
+        Status st = (char *)d <= (char *)keep.v.data ? cuda_move_down(d, keep.v.data, (size_t)nbytes)
+                                                     : cuda_copy_device(d, keep.v.data, (size_t)nbytes);
+        if (st != ADDC_OK) return NULL;
+    } else if (d) {
+        memmove(d, keep.v.data, (size_t)nbytes);
+    }
     Var *v = arena_alloc(c->arena, sizeof(Var));
     if (!v) return NULL;
     *v = keep;
@@ -387,8 +480,19 @@ Status tape_backward_seed(Ctx *c, Var *y, const Tensor *dy) {
     float *g = var_grad_f32(c, y);
     if (!g) return addc_error_status();
     const float *d = dy->data;
-    if (g != d)
+    if (y->v.device == DEVICE_CUDA) {
+        int64_t n = tensor_numel(dy);
+        if (dy->device != DEVICE_CUDA) { /* a host seed (the loss's 1): staged on the device */
+            float *staged = ctx_dev_alloc(c, n * 4);
+            if (!staged) return addc_error_status();
+            TRY(cuda_copy_to_device(staged, d, (size_t)n * 4));
+            TRY(cuda_synchronize()); /* the host buffer may be a local */
+            d = staged;
+        }
+        if (g != d) TRY(cuda_axpy_f32(g, d, n, 1.0f));
+    } else if (g != d) {
         for (int64_t i = 0, n = tensor_numel(dy); i < n; i++) g[i] += d[i];
+    }
     if (!y->tape || y->node < 0) return ADDC_OK; /* a leaf */
     return backward_walk(c, y->tape, y->node);
 }

@@ -102,6 +102,9 @@ struct Ctx {
     Arena *arena;           /* activations, saved tensors, gradients of this step */
     Tape *tape;             /* NULL: no tape */
     Device device;          /* device new tensors are made on */
+    DType compute;          /* the dtype layers compute in (nn/layers.c casts weights and inputs to
+                               it): DTYPE_F32 (ctx_make's default), or DTYPE_BF16 on CUDA with the
+                               fp32 masters kept in the ParamStore */
     int32_t recomputing;    /* > 0 inside a checkpoint recompute */
     Tape *region_tape;      /* the local tape of the innermost recompute */
     double flops;           /* accumulated forward FLOPs (2 x multiply-adds) of the ops run */
@@ -120,6 +123,16 @@ Var *var_new(Ctx *c, DType dt, int32_t ndim, const int64_t *shape);
 Var *var_zeros(Ctx *c, DType dt, int32_t ndim, const int64_t *shape);
 /* A leaf Var wrapping existing storage (a view; nothing copied). */
 Var *var_leaf(Ctx *c, Tensor value, bool requires_grad);
+/* A leaf Var (no gradient) on c->device holding a copy of host data of dtype dt (shape only on
+ * meta). The copy is complete when it returns (the host buffer may be reused at once). */
+Var *var_from_host(Ctx *c, DType dt, int32_t ndim, const int64_t *shape, const void *host);
+/* x itself when it is on dev already, else a leaf copy of its value on dev (no gradient, not taped:
+ * for frozen inputs computed on another device, such as text embeddings). */
+Var *var_to_device(Ctx *c, Var *x, Device dev);
+/* x's value as host f32 (numel elements; bf16 and f16 widened); any device. */
+Status var_download_f32(const Var *x, float *host);
+/* The first element of x as a double (a loss); NaN with an error on failure. */
+double var_scalar(const Var *x);
 /* Initialise a caller-owned leaf (a parameter): value and persistent grad buffer (grad may
  * have data NULL, then it is allocated from the arena when first needed). */
 void var_init_param(Var *p, Tensor value, Tensor grad, bool requires_grad, const char *name);
@@ -162,8 +175,11 @@ double op_node_flops(const Node *n);
  * backend forward kernel (skipped on meta), records the node when a tape is set and some
  * input requires grad. Returns the output Var or NULL. */
 Var *op_exec(Ctx *c, Node *n, DType out_dt, int32_t out_ndim, const int64_t *out_shape);
-/* Scratch or saved storage from the step arena. */
+/* Scratch or saved storage from the step arena (host memory: bookkeeping, CPU tensors). */
 void *ctx_alloc(Ctx *c, int64_t bytes);
+/* Device memory from the step arena's device companion (CUDA kernels' scratch); NULL with an
+ * error when the arena has none. ctx_tensor and var_new put tensors of device CUDA there. */
+void *ctx_dev_alloc(Ctx *c, int64_t bytes);
 Tensor ctx_tensor(Ctx *c, DType dt, int32_t ndim, const int64_t *shape);
 /* Starts a node for op `op` with inputs (NULL entries allowed after the first n_req). */
 Node node_make(int op, int n_in, Var *const *in);

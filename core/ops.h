@@ -5,7 +5,9 @@
  * the top. A Backend is a table of kernels per op (CPU now, CUDA later); the public op_*
  * functions below check shapes, build the Node and call op_exec, which dispatches.
  *
- * Conventions: f32 on the CPU; NHWC images (B, H, W, C); tokens (B, T, D); linear weights
+ * Conventions: f32 on the CPU, f32 or bf16 on CUDA (an op's float inputs of one dtype, its output in
+ * that dtype except the scalar reductions sum, mean, mean_square and cross_entropy, f32; gradients
+ * always f32); NHWC images (B, H, W, C); tokens (B, T, D); linear weights
  * (Dout, Din); conv2d weights (Cout, KH, KW, Cin); conv1d weights (Cout, K, Cin).
  * Every op_* returns NULL on error (message in core/error) and returns NULL at once when
  * an input is NULL, so a chain of ops needs one check at its end. */
@@ -161,6 +163,8 @@ Var *op_conv1d_t(Ctx *c, Var *y, Var *w, PadMode mode);
 /* x (B, ..., C) channels last; statistics per (sample, group) over all positions and the
  * group's C/groups channels; gamma, beta (C) or NULL. */
 Var *op_group_norm(Ctx *c, Var *x, Var *gamma, Var *beta, int groups, double eps);
+/* silu(group_norm(x)) as one op (one pass over memory; the pre-activation is not stored). */
+Var *op_group_norm_silu(Ctx *c, Var *x, Var *gamma, Var *beta, int groups, double eps);
 /* normalises over the last dim; gamma, beta (D) or NULL */
 Var *op_layer_norm(Ctx *c, Var *x, Var *gamma, Var *beta, double eps);
 /* StyleGAN-T BatchNormLocal: x (B, N, C); the batch is cut into G = ceil(B / virtual_bs)
@@ -189,7 +193,8 @@ Var *op_resize_area(Ctx *c, Var *x, int64_t oh, int64_t ow);
 Var *op_resize_bicubic(Ctx *c, Var *x, int64_t oh, int64_t ow);
 
 /* ---- embed.c ---- */
-/* diffusers get_timestep_embedding: t (B) f32 -> (B, dim); half = dim/2 frequencies
+/* diffusers get_timestep_embedding: t (B) f32 (bf16 on CUDA rounds 999 to 1000: keep t f32) -> (B, dim),
+ * in t's dtype; half = dim/2 frequencies
  * exp(-ln(max_period) * i / (half - freq_shift)); [sin | cos], or [cos | sin] when
  * flip_sin_to_cos; odd dim zero-padded. No gradient to t. */
 Var *op_timestep_embedding(Ctx *c, Var *t, int dim, bool flip_sin_to_cos, double freq_shift,
@@ -205,7 +210,7 @@ Var *op_embedding(Ctx *c, Var *ids, Var *table);
 Var *op_spectral_norm(Ctx *c, Var *w, Tensor *u, Tensor *v, int n_iter, double eps, bool update);
 
 /* ---- xent.c ---- */
-/* Mean over the batch of -log softmax(logits)[b, labels[b]]: logits (B, K) f32, labels (B) in
+/* Mean over the batch of -log softmax(logits)[b, labels[b]]: logits (B, K) f32 (or bf16 on CUDA), f32 out; labels (B) in
  * [0, K), copied into the node -> shape (). Max-subtracted log-sum-exp in double. Gradient
  * g * (softmax - onehot) / B into logits. A label outside [0, K) is refused (row and value named). */
 Var *op_cross_entropy(Ctx *c, Var *logits, const int32_t *labels);

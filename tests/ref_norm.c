@@ -27,6 +27,12 @@ void ref_group_norm(const double *x, const double *gamma, const double *beta, do
         }
 }
 
+void ref_group_norm_silu(const double *x, const double *gamma, const double *beta, double *y, int64_t B, int64_t P,
+                         int64_t C, int64_t groups, double eps) {
+    ref_group_norm(x, gamma, beta, y, B, P, C, groups, eps);
+    for (int64_t i = 0; i < B * P * C; i++) y[i] = y[i] / (1.0 + exp(-y[i]));
+}
+
 void ref_group_norm_backward(const double *x, const double *gamma, const double *dy, double *dx, double *dgamma,
                              double *dbeta, int64_t B, int64_t P, int64_t C, int64_t groups, double eps) {
     int64_t cg = C / groups;

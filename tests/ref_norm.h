@@ -1,5 +1,6 @@
-/* tests/ref_norm: float64 reference implementations (naive loops) of group norm, layer norm
- * and StyleGAN-T BatchNormLocal, for check_op. Channels last; gamma/beta may be NULL. */
+/* tests/ref_norm: float64 reference implementations (naive loops) of group norm (plain and
+ * followed by a SiLU), layer norm and StyleGAN-T BatchNormLocal, for check_op. Channels last;
+ * gamma/beta may be NULL. */
 #ifndef ADDC_TESTS_REF_NORM_H
 #define ADDC_TESTS_REF_NORM_H
 
@@ -8,6 +9,9 @@
 /* x (B, P, C): P positions; statistics per (b, group) over P x C/groups values */
 void ref_group_norm(const double *x, const double *gamma, const double *beta, double *y, int64_t B, int64_t P,
                     int64_t C, int64_t groups, double eps);
+/* silu(ref_group_norm(x)): y = z / (1 + exp(-z)) on the normalised z */
+void ref_group_norm_silu(const double *x, const double *gamma, const double *beta, double *y, int64_t B, int64_t P,
+                         int64_t C, int64_t groups, double eps);
 /* The analytic gradient of ref_group_norm for upstream dy: dx = rstd * (dxhat - mean(dxhat)
  * - xhat * mean(dxhat * xhat)) with dxhat = dy * gamma; dgamma, dbeta (C) may be NULL. */
 void ref_group_norm_backward(const double *x, const double *gamma, const double *dy, double *dx, double *dgamma,

@@ -7,7 +7,37 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/cuda.h"
+
 int test_passed, test_failed;
+
+/* ---- device mode: ADDC_TEST_DEVICE=cuda [ADDC_TEST_DTYPE=f32|bf16] runs every check_op case on the
+ * GPU instead of the CPU (see check_op_device); without a GPU the program exits 77 (skipped)
+ * before main. ---- */
+static Device test_device = DEVICE_CPU;
+static DType test_dtype = DTYPE_F32;
+
+__attribute__((constructor)) static void test_device_init(void) {
+    const char *d = getenv("ADDC_TEST_DEVICE");
+    if (!d || !*d || !strcmp(d, "cpu")) return;
+    if (strcmp(d, "cuda") != 0) {
+        fprintf(stderr, "ADDC_TEST_DEVICE=%s: expected cpu or cuda\n", d);
+        exit(2);
+    }
+    const char *t = getenv("ADDC_TEST_DTYPE");
+    if (t && *t && strcmp(t, "f32") != 0 && strcmp(t, "bf16") != 0) {
+        fprintf(stderr, "ADDC_TEST_DTYPE=%s: expected f32 or bf16\n", t);
+        exit(2);
+    }
+    if (cuda_device_count() == 0) {
+        printf("skipped: ADDC_TEST_DEVICE=cuda but %s\n", cuda_unavailable_reason());
+        exit(77);
+    }
+    test_device = DEVICE_CUDA;
+    test_dtype = t && !strcmp(t, "bf16") ? DTYPE_BF16 : DTYPE_F32;
+}
+
+Device test_op_device(void) { return test_device; }
 
 int test_main_end(const char *suite) {
     printf("%s: %d passed, %d failed\n", suite, test_passed, test_failed);
@@ -203,7 +233,41 @@ static Var *make_input(TestCtx *tc, const OpCheck *oc, int i, TestRng *r, const 
     return tvar_from(tc, vals, !oc->no_grad[i], oc->ndim[i], oc->shape[i]);
 }
 
+/* The gradient of input i (g, on the host) against central finite differences of the f64
+ * reference at the points fd_pick chooses; counts a failure beyond grad_tol; returns the error. */
+static double grad_check_input(const OpCheck *oc, int i, const float *g, double **in64, int64_t nin_i,
+                               double *out64, const double *R, int64_t nout, double h, double grad_tol, TestRng *r) {
+    int64_t kmax = fd_limit(oc, nin_i);
+    double *fd = malloc((size_t)(kmax ? kmax : 1) * 8);
+    float *an = malloc((size_t)(kmax ? kmax : 1) * 4);
+    for (int64_t k = 0; k < kmax; k++) {
+        int64_t e = fd_pick(oc, r, nin_i, k);
+        double x0 = in64[i][e];
+        in64[i][e] = x0 + h;
+        double lp = ref_loss(oc, in64, out64, R, nout);
+        in64[i][e] = x0 - h;
+        double lm = ref_loss(oc, in64, out64, R, nout);
+        in64[i][e] = x0;
+        fd[k] = (lp - lm) / (2 * h);
+        an[k] = g[e];
+    }
+    char label[160];
+    snprintf(label, sizeof label, "%s grad[in %d]", oc->name, i);
+    double eg = compare_f32_f64(label, an, fd, kmax, grad_tol, 1e-3);
+    CHECK(eg <= grad_tol, "%s: input %d gradient max rel err %.3g > %.3g (vs f64 finite differences)", oc->name, i,
+          eg, grad_tol);
+    free(fd);
+    free(an);
+    return eg;
+}
+
+static void check_op_device(const OpCheck *oc);
+
 void check_op(const OpCheck *oc) {
+    if (test_device == DEVICE_CUDA) {
+        check_op_device(oc);
+        return;
+    }
     double fwd_tol = oc->fwd_tol > 0 ? oc->fwd_tol : 1e-5;
     double grad_tol = oc->grad_tol > 0 ? oc->grad_tol : 1e-4;
     double h = oc->fd_h > 0 ? oc->fd_h : 1e-6;
@@ -261,30 +325,8 @@ void check_op(const OpCheck *oc) {
         const float *g = in[i]->g.data;
         CHECK(g != NULL, "%s: input %d got no gradient", oc->name, i);
         if (!g) continue;
-        int64_t kmax = fd_limit(oc, nin[i]);
-        double *fd = malloc((size_t)kmax * 8);
-        float *an = malloc((size_t)kmax * 4);
-        int64_t *idx = malloc((size_t)kmax * 8);
-        for (int64_t k = 0; k < kmax; k++) {
-            int64_t e = fd_pick(oc, &r, nin[i], k);
-            idx[k] = e;
-            double x0 = in64[i][e];
-            in64[i][e] = x0 + h;
-            double lp = ref_loss(oc, in64, out64, R, nout);
-            in64[i][e] = x0 - h;
-            double lm = ref_loss(oc, in64, out64, R, nout);
-            in64[i][e] = x0;
-            fd[k] = (lp - lm) / (2 * h);
-            an[k] = g[e];
-        }
-        snprintf(label, sizeof label, "%s grad[in %d]", oc->name, i);
-        double eg = compare_f32_f64(label, an, fd, kmax, grad_tol, 1e-3);
+        double eg = grad_check_input(oc, i, g, in64, nin[i], out64, R, nout, h, grad_tol, &r);
         if (eg > eg_max) eg_max = eg;
-        CHECK(eg <= grad_tol, "%s: input %d gradient max rel err %.3g > %.3g (vs f64 finite differences)",
-              oc->name, i, eg, grad_tol);
-        free(fd);
-        free(an);
-        free(idx);
     }
 
     double eg1 = 0, eg2 = 0;
@@ -391,6 +433,144 @@ done:
         free(in64[i]);
     }
     tctx_free(&tc);
+    addc_error_clear();
+}
+
+/* ---- check_op on the GPU ----
+ * The same case with the inputs on the device (rounded to bf16 first in bf16 mode, and the f64
+ * reference fed the rounded values, so only the kernels' own error counts), the device arena
+ * poisoned with NaN (an element a kernel leaves unwritten shows), the output and the input
+ * gradients copied back and compared: tolerances as the case's in f32, at least 1e-2 in bf16.
+ * The create-graph backward is built from ops and is checked on the CPU. */
+static Var *device_input(TestCtx *tc, const OpCheck *oc, int i, const float *vals, int64_t n) {
+    if (oc->is_int[i]) {
+        int32_t *h = malloc((size_t)(n ? n : 1) * 4);
+        for (int64_t k = 0; k < n; k++) h[k] = (int32_t)vals[k];
+        Tensor t = tensor_make(NULL, DTYPE_I32, DEVICE_CUDA, oc->ndim[i], oc->shape[i]);
+        t.data = ctx_dev_alloc(&tc->nt, n * 4);
+        Status st = t.data ? cuda_copy_to_device(t.data, h, (size_t)n * 4) : ADDC_ERR_NOMEM;
+        if (st == ADDC_OK) st = cuda_synchronize();
+        free(h);
+        return st == ADDC_OK ? var_leaf(&tc->nt, t, false) : NULL;
+    }
+    Var *v = var_new(&tc->nt, test_dtype, oc->ndim[i], oc->shape[i]);
+    float *staged = v ? ctx_dev_alloc(&tc->nt, n * 4) : NULL;
+    if (!staged) return NULL;
+    if (cuda_copy_to_device(staged, vals, (size_t)n * 4) != ADDC_OK ||
+        cuda_convert(v->v.data, test_dtype, staged, DTYPE_F32, n) != ADDC_OK || cuda_synchronize() != ADDC_OK)
+        return NULL;
+    v->requires_grad = !oc->no_grad[i];
+    return v;
+}
+
+/* A device tensor (f32 or bf16) into host f32. */
+static Status device_download_f32(TestCtx *tc, const Tensor *t, float *host) {
+    int64_t n = tensor_numel(t);
+    if (n == 0) return ADDC_OK;
+    if (t->dtype == DTYPE_F32) return cuda_copy_to_host(host, t->data, (size_t)n * 4);
+    float *staged = ctx_dev_alloc(&tc->nt, n * 4);
+    if (!staged) return addc_error_status();
+    TRY(cuda_convert(staged, DTYPE_F32, t->data, t->dtype, n));
+    return cuda_copy_to_host(host, staged, (size_t)n * 4);
+}
+
+static void check_op_device(const OpCheck *oc) {
+    bool bf16 = test_dtype == DTYPE_BF16;
+    double fwd_tol = oc->fwd_tol > 0 ? oc->fwd_tol : 1e-5;
+    double grad_tol = oc->grad_tol > 0 ? oc->grad_tol : 1e-4;
+    if (bf16) {
+        if (fwd_tol < 1e-2) fwd_tol = 1e-2;
+        if (grad_tol < 1e-2) grad_tol = 1e-2;
+    }
+    double h = oc->fd_h > 0 ? oc->fd_h : 1e-6;
+    TestRng r = {oc->seed ? oc->seed : 12345};
+    TestCtx tc;
+    tctx_init(&tc);
+    Arena dev;
+    arena_init_device(&dev, 64 << 20, 0);
+    arena_attach_device(&tc.arena, &dev);
+    tc.c.device = tc.nt.device = DEVICE_CUDA;
+    cuda_poison_set(true);
+    int n_in = oc->n_in;
+    float *vals[CHECK_OP_MAX_IN] = {0};
+    double *in64[CHECK_OP_MAX_IN] = {0};
+    int64_t nin[CHECK_OP_MAX_IN];
+    Var *in[CHECK_OP_MAX_IN];
+    double *out64 = NULL, *R = NULL;
+    float *Rf = NULL, *yh = NULL, *gh = NULL;
+    for (int i = 0; i < n_in; i++) {
+        nin[i] = numel_of(oc->ndim[i], oc->shape[i]);
+        vals[i] = malloc((size_t)(nin[i] ? nin[i] : 1) * 4);
+        in64[i] = malloc((size_t)(nin[i] ? nin[i] : 1) * 8);
+        double lo = oc->lo[i], hi = oc->hi[i];
+        if (lo == 0 && hi == 0) lo = -1, hi = 1;
+        for (int64_t k = 0; k < nin[i]; k++) {
+            double v = oc->fixed[i] ? oc->fixed[i][k] : trng_range(&r, lo, hi);
+            if (oc->is_int[i]) v = floor(v);
+            float f = (float)v;
+            if (bf16 && !oc->is_int[i]) f = bf16_to_f32(f32_to_bf16(f));
+            vals[i][k] = f;
+            in64[i][k] = (double)f;
+        }
+        in[i] = device_input(&tc, oc, i, vals[i], nin[i]);
+        CHECK(in[i] != NULL, "%s: input %d to the device: %s", oc->name, i, addc_error_message());
+        if (!in[i]) goto done;
+    }
+    Var *y = oc->build(&tc.c, in, oc->user);
+    CHECK(y != NULL, "%s on cuda %s: build failed: %s", oc->name, dtype_name(test_dtype), addc_error_message());
+    if (!y) goto done;
+    int64_t nout = tensor_numel(&y->v);
+    out64 = malloc((size_t)(nout ? nout : 1) * 8);
+    R = malloc((size_t)(nout ? nout : 1) * 8);
+    Rf = malloc((size_t)(nout ? nout : 1) * 4);
+    yh = malloc((size_t)(nout ? nout : 1) * 4);
+    for (int64_t k = 0; k < nout; k++) {
+        Rf[k] = (float)trng_range(&r, -1, 1);
+        R[k] = Rf[k];
+    }
+    Status st = device_download_f32(&tc, &y->v, yh);
+    CHECK_OK(st);
+    if (st != ADDC_OK) goto done;
+    oc->ref(in64, out64, oc->user);
+    char label[200];
+    snprintf(label, sizeof label, "%s fwd (cuda %s)", oc->name, dtype_name(test_dtype));
+    double ef = compare_f32_f64(label, yh, out64, nout, fwd_tol, 1e-6);
+    CHECK(ef <= fwd_tol, "%s on cuda %s: forward max rel err %.3g > %.3g", oc->name, dtype_name(test_dtype), ef,
+          fwd_tol);
+
+    double eg_max = 0;
+    if (y->requires_grad) {
+        float *seed_d = ctx_dev_alloc(&tc.nt, (nout ? nout : 1) * 4);
+        st = seed_d ? cuda_copy_to_device(seed_d, Rf, (size_t)nout * 4) : addc_error_status();
+        Tensor seed = tensor_make(seed_d, DTYPE_F32, DEVICE_CUDA, y->v.ndim, y->v.shape);
+        if (st == ADDC_OK) st = tape_backward_seed(&tc.c, y, &seed);
+        CHECK_OK(st);
+        for (int i = 0; i < n_in && st == ADDC_OK; i++) {
+            if (oc->no_grad[i] || oc->is_int[i]) continue;
+            CHECK(in[i]->g.data != NULL, "%s on cuda: input %d got no gradient", oc->name, i);
+            if (!in[i]->g.data) continue;
+            gh = realloc(gh, (size_t)(nin[i] ? nin[i] : 1) * 4);
+            st = cuda_copy_to_host(gh, in[i]->g.data, (size_t)nin[i] * 4);
+            CHECK_OK(st);
+            if (st != ADDC_OK) break;
+            double eg = grad_check_input(oc, i, gh, in64, nin[i], out64, R, nout, h, grad_tol, &r);
+            if (eg > eg_max) eg_max = eg;
+        }
+    }
+    printf("  cuda %-4s %-35s fwd %.2e  grad %.2e\n", dtype_name(test_dtype), oc->name, ef, eg_max);
+done:
+    free(out64);
+    free(R);
+    free(Rf);
+    free(yh);
+    free(gh);
+    for (int i = 0; i < n_in; i++) {
+        free(vals[i]);
+        free(in64[i]);
+    }
+    cuda_synchronize();
+    tctx_free(&tc);
+    arena_free(&dev);
     addc_error_clear();
 }
 

@@ -114,8 +114,11 @@ typedef struct OpCheck {
 } OpCheck;
 
 /* Runs all checks for one op configuration; counts passes and failures; prints a line with
- * the errors found. */
+ * the errors found. With ADDC_TEST_DEVICE=cuda (and ADDC_TEST_DTYPE=f32|bf16) the case runs on
+ * the GPU instead, against the same f64 reference (test_util.c: check_op_device). */
 void check_op(const OpCheck *oc);
+/* DEVICE_CUDA when this test program runs its op checks on the GPU (ADDC_TEST_DEVICE=cuda). */
+Device test_op_device(void);
 
 /* ---- fixtures: tests/ref/fixtures/NAME.bin, written by tests/ref/make_fixtures.py ---- */
 typedef struct FixTensor {

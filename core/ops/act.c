@@ -4,7 +4,8 @@
  * Gradient rule: the input gradient is ACCUMULATED (+=) with dy * f'(x), recomputed from the
  * input (nothing is saved). leaky_relu, relu and hinge are piecewise linear: their
  * create-graph backward multiplies the incoming gradient Var by a constant mask Var holding
- * f'(x) (PyTorch's conventions at the kinks: relu' = 0 and leaky' = slope at x = 0).
+ * f'(x) (PyTorch's conventions at the kinks: relu' = 0 and leaky' = slope at x = 0), made on
+ * CUDA by the CUDA backward kernel itself.
  *
  * The kernels run over UNet activations of millions of elements, so exp and erf are
  * branch-free float approximations (exp to ~1 ulp, erf to 3.5e-7 absolute) that the compiler
@@ -13,6 +14,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/cuda.h"
 #include "core/ops/cpu_impls.h"
 #include "core/ops/ops_internal.h"
 
@@ -214,7 +216,37 @@ static Status act_bwd(Ctx *c, Node *n) {
     return ADDC_OK;
 }
 
-/* dx = dy * mask, the mask f'(x) a constant (piecewise-linear kinds only) */
+/* The mask on a device: that backend's own backward kernel run with an upstream gradient of
+ * ones into a zeroed buffer, mask = 0 + 1 * f'(x) exactly. */
+static Status act_mask_device(Ctx *c, Node *n, Tensor *m) {
+    int64_t cnt = tensor_numel(m), bytes = tensor_nbytes(m);
+    const Backend *be = backend_for(m->device);
+    if (!be) return addc_error_status();
+    const OpImpl *impl = be->ops[n->op];
+    if (!impl || !impl->bwd)
+        return addc_error_set(ADDC_ERR_UNSUPPORTED, "%s: no %s backward kernel to make the create-graph mask",
+                              op_name(n->op), be->name);
+    m->data = ctx_dev_alloc(c, bytes);
+    if (!m->data) return addc_error_status();
+    TRY(cuda_memset(m->data, 0, (size_t)bytes));
+    ArenaMark mark = arena_mark(c->arena);
+    float *ones = ctx_dev_alloc(c, bytes);
+    if (!ones) return addc_error_status();
+    TRY(cuda_fill_f32(ones, cnt, 1.0f));
+    Var xin = *n->in[0], yout = *n->out;
+    xin.requires_grad = 1;
+    xin.g = *m;
+    yout.g = tensor_make(ones, DTYPE_F32, m->device, n->out->v.ndim, n->out->v.shape);
+    Node k = *n;
+    k.in[0] = &xin;
+    k.out = &yout;
+    Status st = impl->bwd(c, &k);
+    arena_reset_to(c->arena, mark); /* the ones: later kernels reuse them in stream order */
+    return st;
+}
+
+/* dx = dy * mask, the mask f'(x) a constant (piecewise-linear kinds only), f32 (or the
+ * upstream gradient's dtype on CUDA) */
 static Status act_bwd_graph(Ctx *c, Node *n) {
     if (!ops_in_wants_gv(n, 0)) return ADDC_OK;
     Var *x = n->in[0];
@@ -224,20 +256,25 @@ static Status act_bwd_graph(Ctx *c, Node *n) {
         if (!m.data) return addc_error_status();
         ActJob j = {x->v.data, NULL, m.data, (int)n->ip[0], (float)n->fp[0]};
         parallel_for(tensor_numel(&m), ACT_GRAIN, act_mask_range, &j);
+    } else if (x->v.device == DEVICE_CUDA) {
+        TRY(act_mask_device(c, n, &m));
     } else if (x->v.device != DEVICE_META) {
-        return addc_error_set(ADDC_ERR_UNSUPPORTED, "%s: the create-graph mask is built on the CPU only",
-                              op_name(n->op));
+        return addc_error_set(ADDC_ERR_UNSUPPORTED, "%s: no create-graph mask on %s", op_name(n->op),
+                              device_name(x->v.device));
     }
-    return var_accum_gv(c, x, op_mul(c, n->out->gv, ops_const(c, m)));
+    Var *mv = ops_const(c, m);
+    Var *gv = n->out->gv;
+    if (mv && gv && gv->v.dtype != DTYPE_F32) mv = op_cast(c, mv, gv->v.dtype);
+    return var_accum_gv(c, x, op_mul(c, gv, mv));
 }
 
 static Var *act_op(Ctx *c, int op, int kind, Var *x, double p) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32(op_name(op), "x", x)) return NULL;
+    if (!ops_require_float(op_name(op), "x", x)) return NULL;
     Node n = node_make(op, 1, &x);
     n.ip[0] = kind;
     n.fp[0] = p;
-    return op_exec(c, &n, DTYPE_F32, x->v.ndim, x->v.shape);
+    return op_exec(c, &n, x->v.dtype, x->v.ndim, x->v.shape);
 }
 
 Var *op_silu(Ctx *c, Var *x) { return act_op(c, OP_SILU, ACT_SILU, x, 0.0); }
@@ -318,7 +355,7 @@ static Status geglu_bwd(Ctx *c, Node *n) {
 
 Var *op_geglu(Ctx *c, Var *x) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("geglu", "x", x)) return NULL;
+    if (!ops_require_float("geglu", "x", x)) return NULL;
     char s[96];
     if (x->v.ndim < 1 || x->v.shape[x->v.ndim - 1] % 2 != 0)
         return ops_fail("geglu", "the last dim of x %s must be even: [hidden | gate]",
@@ -327,7 +364,7 @@ Var *op_geglu(Ctx *c, Var *x) {
     memcpy(shape, x->v.shape, sizeof shape);
     shape[x->v.ndim - 1] /= 2;
     Node n = node_make(OP_GEGLU, 1, &x);
-    return op_exec(c, &n, DTYPE_F32, x->v.ndim, shape);
+    return op_exec(c, &n, x->v.dtype, x->v.ndim, shape);
 }
 
 const OpImpl cpu_op_geglu = {geglu_fwd, geglu_bwd, NULL};

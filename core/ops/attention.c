@@ -12,7 +12,9 @@
  * when a head width is not a multiple of 16: O(inputs) extra memory. The forward saves the
  * row logsumexp (B, NH, Nq); backward runs one (batch, head) per item, recomputing P per
  * block from it. Each item is computed by one thread, so results do not depend on the
- * thread count.
+ * thread count. The CUDA kernels (core/cuda/attention.cu) save the same logsumexp in
+ * saved[0]. Values are f32 on the CPU; on CUDA q, k, v may be bf16 (all three of one dtype),
+ * and the output has their dtype.
  *
  * Gradient rule: += into every input gradient. Softmax: dx = y * (dy - sum(dy * y)).
  * Attention, per block: dP = dO V^T, D_i = rowsum(dO_i * O_i), dS = P * (dP - D),
@@ -23,54 +25,21 @@
 #include <string.h>
 #include "core/ops/cpu_impls.h"
 #include "core/ops/ops_internal.h"
+#include "core/ops/simd.h"
 
 #define ATTN_QB 96  /* query rows per block (a multiple of the 6-row kernel) */
 #define ATTN_KB 512 /* keys per block (a multiple of 16) */
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-static inline v8f v8_load(const float *p) {
-    v8f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void v8_store(float *p, v8f v) { memcpy(p, &v, sizeof v); }
-static inline v8f v8_set1(float a) { return (v8f){a, a, a, a, a, a, a, a}; }
 static inline v8f v8_max(v8f a, v8f b) {
     v8i m = a > b;
     return (v8f)(((v8i)a & m) | ((v8i)b & ~m));
 }
-static inline float v8_hsum(v8f v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 static inline float v8_hmax(v8f v) {
     float m = v[0];
     for (int i = 1; i < 8; i++) m = v[i] > m ? v[i] : m;
     return m;
 }
 
-/* exp(x) for x <= ~88, relative error ~2 ulp (Cephes expf polynomial); 0 below -87.3 */
-static inline v8f v8_exp(v8f x) {
-    const v8f lo = v8_set1(-87.3f), hi = v8_set1(88.3f);
-    v8i under = x < lo;
-    v8i over = x > hi;
-    x = (v8f)(((v8i)x & ~over) | ((v8i)hi & over));
-    x = (v8f)(((v8i)x & ~under) | ((v8i)lo & under));
-    const v8f magic = v8_set1(12582912.0f); /* 1.5 * 2^23: round to nearest */
-    v8f t = x * v8_set1(1.44269504088896341f) + magic;
-    v8i ni = (v8i)t - (v8i)magic;
-    v8f nf = t - magic;
-    v8f r = x - nf * v8_set1(0.693359375f);
-    r = r - nf * v8_set1(-2.12194440e-4f);
-    v8f p = v8_set1(1.9875691500e-4f);
-    p = p * r + v8_set1(1.3981999507e-3f);
-    p = p * r + v8_set1(8.3334519073e-3f);
-    p = p * r + v8_set1(4.1665795894e-2f);
-    p = p * r + v8_set1(1.6666665459e-1f);
-    p = p * r + v8_set1(5.0000001201e-1f);
-    p = p * (r * r) + r + v8_set1(1.0f);
-    v8i e = (ni + 127) << 23;
-    return (v8f)((v8i)(p * (v8f)e) & ~under);
-}
 
 /* ---- row helpers ---- */
 
@@ -184,10 +153,10 @@ static Status sm_bwd(Ctx *c, Node *n) {
 
 Var *op_softmax(Ctx *c, Var *x) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("softmax", "x", x)) return NULL;
+    if (!ops_require_float("softmax", "x", x)) return NULL;
     if (x->v.ndim < 1) return ops_fail("softmax", "x must have at least one dim");
     Node n = node_make(OP_SOFTMAX, 1, &x);
-    return op_exec(c, &n, DTYPE_F32, x->v.ndim, x->v.shape);
+    return op_exec(c, &n, x->v.dtype, x->v.ndim, x->v.shape);
 }
 
 const OpImpl cpu_op_softmax = {sm_fwd, sm_bwd, NULL};
@@ -554,8 +523,8 @@ static Status attn_bwd(Ctx *c, Node *n) {
 
 Var *op_attention(Ctx *c, Var *q, Var *k, Var *v, int heads, double scale, bool causal) {
     OPS_NULL_GUARD3(q, k, v);
-    if (!ops_require_f32("attention", "q", q) || !ops_require_f32("attention", "k", k) ||
-        !ops_require_f32("attention", "v", v))
+    if (!ops_require_float("attention", "q", q) || !ops_require_same_float("attention", q, k) ||
+        !ops_require_same_float("attention", q, v))
         return NULL;
     const Tensor *tq = &q->v, *tk = &k->v, *tv = &v->v;
     char s1[96], s2[96], s3[96];
@@ -576,7 +545,7 @@ Var *op_attention(Ctx *c, Var *q, Var *k, Var *v, int heads, double scale, bool 
     n.ip[1] = causal;
     n.fp[0] = scale > 0 ? scale : 1.0 / sqrt((double)(tq->shape[2] / heads));
     int64_t oshape[3] = {tq->shape[0], tq->shape[1], tv->shape[2]};
-    return op_exec(c, &n, DTYPE_F32, 3, oshape);
+    return op_exec(c, &n, tq->dtype, 3, oshape);
 }
 
 const OpImpl cpu_op_attention = {attn_fwd, attn_bwd, NULL};

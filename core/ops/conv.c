@@ -17,7 +17,9 @@
  * gradient, a scatter through the same padded grid (and the adjoint of the padding) into the
  * input gradient, column sums of dy for the bias. conv1d and conv1d_t also have create-graph
  * backwards (each other, op_matmul over shifted copies of the input, op_sum_to) for the exact
- * R1 penalty; conv2d has none. */
+ * R1 penalty; conv2d has none.
+ * Values are f32 (bf16 too on CUDA: core/cuda/conv.cu, cuDNN or an implicit GEMM); the output
+ * has their dtype. */
 #include <cblas.h>
 #include <string.h>
 
@@ -554,9 +556,15 @@ static Status conv2d_bwd(Ctx *c, Node *n) {
     return ADDC_OK;
 }
 
-static bool check_bias(const char *op, const Var *bias, int64_t Cout) {
+/* bias (Cout) of the values' dtype dt, or NULL */
+static bool check_bias(const char *op, const Var *bias, int64_t Cout, DType dt) {
     if (!bias) return true;
-    if (!ops_require_f32(op, "bias", bias)) return false;
+    if (!ops_require_float(op, "bias", bias)) return false;
+    if (bias->v.dtype != dt) {
+        ops_fail(op, "bias is %s but the input and w are %s: cast one with op_cast", dtype_name(bias->v.dtype),
+                 dtype_name(dt));
+        return false;
+    }
     if (bias->v.ndim == 1 && bias->v.shape[0] == Cout) return true;
     char s[96];
     ops_fail(op, "bias %s must be (Cout) = (%lld)", ops_shape_str(&bias->v, s, sizeof s), (long long)Cout);
@@ -565,7 +573,7 @@ static bool check_bias(const char *op, const Var *bias, int64_t Cout) {
 
 Var *op_conv2d(Ctx *c, Var *x, Var *w, Var *bias, int stride, int pad) {
     OPS_NULL_GUARD2(x, w);
-    if (!ops_require_f32("conv2d", "x", x) || !ops_require_f32("conv2d", "w", w)) return NULL;
+    if (!ops_require_same_float("conv2d", x, w)) return NULL;
     char s1[96], s2[96];
     const Tensor *tx = &x->v, *tw = &w->v;
     if (tx->ndim != 4 || tw->ndim != 4 || tx->shape[3] != tw->shape[3])
@@ -576,14 +584,14 @@ Var *op_conv2d(Ctx *c, Var *x, Var *w, Var *bias, int stride, int pad) {
         tx->shape[2] + 2 * pad < tw->shape[2])
         return ops_fail("conv2d", "kernel %lldx%lld does not fit x %s padded by %d",
                         (long long)tw->shape[1], (long long)tw->shape[2], ops_shape_str(tx, s1, sizeof s1), pad);
-    if (!check_bias("conv2d", bias, tw->shape[0])) return NULL;
+    if (!check_bias("conv2d", bias, tw->shape[0], tx->dtype)) return NULL;
     Var *in[3] = {x, w, bias};
     Node n = node_make(OP_CONV2D, 3, in);
     n.ip[0] = stride;
     n.ip[1] = pad;
     int64_t shape[4] = {tx->shape[0], (tx->shape[1] + 2 * pad - tw->shape[1]) / stride + 1,
                         (tx->shape[2] + 2 * pad - tw->shape[2]) / stride + 1, tw->shape[0]};
-    return op_exec(c, &n, DTYPE_F32, 4, shape);
+    return op_exec(c, &n, tx->dtype, 4, shape);
 }
 
 const OpImpl cpu_op_conv2d = {conv2d_fwd, conv2d_bwd, NULL};
@@ -687,7 +695,7 @@ static Status conv1d_t_bwd_graph(Ctx *c, Node *n) {
 /* shared checks: in (B, N, C_in_dim) against w (Cout, K, Cin) where in's channels must equal
  * w's dim `wdim` (2 for conv1d, 0 for the transpose) */
 static bool conv1d_check(const char *op, const Var *in, const Var *w, int wdim, PadMode mode) {
-    if (!ops_require_f32(op, "input", in) || !ops_require_f32(op, "w", w)) return false;
+    if (!ops_require_same_float(op, in, w)) return false;
     char s1[96], s2[96];
     const Tensor *ti = &in->v, *tw = &w->v;
     if (ti->ndim != 3 || tw->ndim != 3 || ti->shape[2] != tw->shape[wdim]) {
@@ -713,12 +721,12 @@ static bool conv1d_check(const char *op, const Var *in, const Var *w, int wdim, 
 
 Var *op_conv1d(Ctx *c, Var *x, Var *w, Var *bias, PadMode mode) {
     OPS_NULL_GUARD2(x, w);
-    if (!conv1d_check("conv1d", x, w, 2, mode) || !check_bias("conv1d", bias, w->v.shape[0])) return NULL;
+    if (!conv1d_check("conv1d", x, w, 2, mode) || !check_bias("conv1d", bias, w->v.shape[0], x->v.dtype)) return NULL;
     Var *in[3] = {x, w, bias};
     Node n = node_make(OP_CONV1D, 3, in);
     n.ip[0] = mode;
     int64_t shape[3] = {x->v.shape[0], x->v.shape[1], w->v.shape[0]};
-    return op_exec(c, &n, DTYPE_F32, 3, shape);
+    return op_exec(c, &n, x->v.dtype, 3, shape);
 }
 
 Var *op_conv1d_t(Ctx *c, Var *y, Var *w, PadMode mode) {
@@ -728,7 +736,7 @@ Var *op_conv1d_t(Ctx *c, Var *y, Var *w, PadMode mode) {
     Node n = node_make(OP_CONV1D_T, 2, in);
     n.ip[0] = mode;
     int64_t shape[3] = {y->v.shape[0], y->v.shape[1], w->v.shape[2]};
-    return op_exec(c, &n, DTYPE_F32, 3, shape);
+    return op_exec(c, &n, y->v.dtype, 3, shape);
 }
 
 const OpImpl cpu_op_conv1d = {conv1d_fwd, conv1d_bwd, conv1d_bwd_graph};

@@ -84,13 +84,13 @@ static Status bin_fwd(Ctx *c, Node *n) {
 static Var *bin_op(Ctx *c, int op, int kind, Var *a, Var *b) {
     OPS_NULL_GUARD2(a, b);
     const char *name = op_name(op);
-    if (!ops_require_f32(name, "a", a) || !ops_require_f32(name, "b", b)) return NULL;
+    if (!ops_require_same_float(name, a, b)) return NULL;
     Broadcast bc;
     if (!broadcast_plan(name, &a->v, &b->v, &bc)) return NULL;
     Var *in[2] = {a, b};
     Node n = node_make(op, 2, in);
     n.ip[0] = kind;
-    return op_exec(c, &n, DTYPE_F32, bc.ndim, bc.shape);
+    return op_exec(c, &n, a->v.dtype, bc.ndim, bc.shape);
 }
 
 Var *op_add(Ctx *c, Var *a, Var *b) { return bin_op(c, OP_ADD, BIN_ADD, a, b); }
@@ -267,11 +267,11 @@ static Status scale_bwd_graph(Ctx *c, Node *n) {
 
 Var *op_scale(Ctx *c, Var *x, double alpha, double beta) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("scale", "x", x)) return NULL;
+    if (!ops_require_float("scale", "x", x)) return NULL;
     Node n = node_make(OP_SCALE, 1, &x);
     n.fp[0] = alpha;
     n.fp[1] = beta;
-    return op_exec(c, &n, DTYPE_F32, x->v.ndim, x->v.shape);
+    return op_exec(c, &n, x->v.dtype, x->v.ndim, x->v.shape);
 }
 
 const OpImpl cpu_op_scale = {scale_fwd, scale_bwd, scale_bwd_graph};
@@ -299,10 +299,10 @@ static Status rsqrt_bwd(Ctx *c, Node *n) {
 
 Var *op_rsqrt(Ctx *c, Var *x, double eps) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("rsqrt", "x", x)) return NULL;
+    if (!ops_require_float("rsqrt", "x", x)) return NULL;
     Node n = node_make(OP_RSQRT, 1, &x);
     n.fp[0] = eps;
-    return op_exec(c, &n, DTYPE_F32, x->v.ndim, x->v.shape);
+    return op_exec(c, &n, x->v.dtype, x->v.ndim, x->v.shape);
 }
 
 const OpImpl cpu_op_rsqrt = {rsqrt_fwd, rsqrt_bwd, NULL};

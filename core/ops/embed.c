@@ -60,7 +60,7 @@ static Status temb_bwd(Ctx *c, Node *n) {
 Var *op_timestep_embedding(Ctx *c, Var *t, int dim, bool flip_sin_to_cos, double freq_shift,
                            double max_period) {
     OPS_NULL_GUARD1(t);
-    if (!ops_require_f32("timestep_embedding", "t", t)) return NULL;
+    if (!ops_require_float("timestep_embedding", "t", t)) return NULL;
     char s[96];
     if (t->v.ndim != 1)
         return ops_fail("timestep_embedding", "t must be one timestep per sample (B), got %s",
@@ -76,7 +76,7 @@ Var *op_timestep_embedding(Ctx *c, Var *t, int dim, bool flip_sin_to_cos, double
     n.ip[0] = flip_sin_to_cos;
     n.fp[0] = freq_shift;
     n.fp[1] = max_period;
-    return op_exec(c, &n, DTYPE_F32, 2, shape);
+    return op_exec(c, &n, t->v.dtype, 2, shape);
 }
 
 const OpImpl cpu_op_timestep_embedding = {temb_fwd, temb_bwd, NULL};
@@ -150,7 +150,7 @@ Var *op_embedding(Ctx *c, Var *ids, Var *table) {
     char s[96];
     if (ids->v.dtype != DTYPE_I32 && ids->v.dtype != DTYPE_I64)
         return ops_fail("embedding", "ids must be i32 or i64, got %s", dtype_name(ids->v.dtype));
-    if (!ops_require_f32("embedding", "table", table)) return NULL;
+    if (!ops_require_float("embedding", "table", table)) return NULL;
     if (table->v.ndim != 2)
         return ops_fail("embedding", "table must be (V, D), got %s", ops_shape_str(&table->v, s, sizeof s));
     if (ids->v.ndim + 1 > TENSOR_MAX_DIMS)
@@ -161,7 +161,7 @@ Var *op_embedding(Ctx *c, Var *ids, Var *table) {
     shape[ids->v.ndim] = table->v.shape[1];
     Var *in[2] = {ids, table};
     Node n = node_make(OP_EMBEDDING, 2, in);
-    return op_exec(c, &n, DTYPE_F32, ids->v.ndim + 1, shape);
+    return op_exec(c, &n, table->v.dtype, ids->v.ndim + 1, shape);
 }
 
 const OpImpl cpu_op_embedding = {emb_fwd, emb_bwd, NULL};

@@ -10,7 +10,8 @@
  * the gradient buffers (a broadcast operand sums over the products sharing it the same way).
  * The bias gradient is the column sum of dy (fixed row blocks, double accumulation: the same
  * bits for any thread count).
- * Both ops have a create-graph backward built from op_matmul, op_reshape and op_sum_to. */
+ * Both ops have a create-graph backward built from op_matmul, op_reshape and op_sum_to.
+ * Values are f32 (bf16 too on CUDA: core/cuda/matmul.cu, cuBLASLt); the output has their dtype. */
 #include <cblas.h>
 #include <string.h>
 
@@ -217,7 +218,7 @@ static Status matmul_bwd_graph(Ctx *c, Node *n) {
 
 Var *op_matmul(Ctx *c, Var *a, Var *b, bool trans_a, bool trans_b) {
     OPS_NULL_GUARD2(a, b);
-    if (!ops_require_f32("matmul", "a", a) || !ops_require_f32("matmul", "b", b)) return NULL;
+    if (!ops_require_same_float("matmul", a, b)) return NULL;
     MatmulPlan p;
     int32_t nd;
     int64_t shape[TENSOR_MAX_DIMS];
@@ -226,7 +227,7 @@ Var *op_matmul(Ctx *c, Var *a, Var *b, bool trans_a, bool trans_b) {
     Node n = node_make(OP_MATMUL, 2, in);
     n.ip[0] = trans_a;
     n.ip[1] = trans_b;
-    return op_exec(c, &n, DTYPE_F32, nd, shape);
+    return op_exec(c, &n, a->v.dtype, nd, shape);
 }
 
 const OpImpl cpu_op_matmul = {matmul_fwd, matmul_bwd, matmul_bwd_graph};
@@ -332,8 +333,11 @@ static Status linear_bwd_graph(Ctx *c, Node *n) {
 
 Var *op_linear(Ctx *c, Var *x, Var *w, Var *bias) {
     OPS_NULL_GUARD2(x, w);
-    if (!ops_require_f32("linear", "x", x) || !ops_require_f32("linear", "w", w)) return NULL;
-    if (bias && !ops_require_f32("linear", "bias", bias)) return NULL;
+    if (!ops_require_same_float("linear", x, w)) return NULL;
+    if (bias && !ops_require_float("linear", "bias", bias)) return NULL;
+    if (bias && bias->v.dtype != x->v.dtype)
+        return ops_fail("linear", "bias is %s but x and w are %s: cast one with op_cast", dtype_name(bias->v.dtype),
+                        dtype_name(x->v.dtype));
     char s1[96], s2[96];
     if (x->v.ndim < 1 || w->v.ndim != 2 || x->v.shape[x->v.ndim - 1] != w->v.shape[1])
         return ops_fail("linear", "x %s must end in Din and w %s must be (Dout, Din)",
@@ -346,7 +350,7 @@ Var *op_linear(Ctx *c, Var *x, Var *w, Var *bias) {
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, x->v.shape, sizeof shape);
     shape[x->v.ndim - 1] = w->v.shape[0];
-    return op_exec(c, &n, DTYPE_F32, x->v.ndim, shape);
+    return op_exec(c, &n, x->v.dtype, x->v.ndim, shape);
 }
 
 const OpImpl cpu_op_linear = {linear_fwd, linear_bwd, linear_bwd_graph};

@@ -1,41 +1,42 @@
-/* core/ops/norm: group norm, layer norm and StyleGAN-T's BatchNormLocal, channels last.
+/* core/ops/norm: group norm (optionally fused with a SiLU), layer norm and StyleGAN-T's
+ * BatchNormLocal, channels last.
  *
  * Group norm and BatchNormLocal share one kernel: x viewed as (S, R, C), S segments of R
  * rows, C channels cut into NG groups of C/NG; statistics per (segment, group), biased
  * variance, eps inside the sqrt; y = (x - mean) * rstd * gamma + beta. Group norm is
  * S = B, R = positions, NG = groups; BatchNormLocal is S = G groups of B/G samples,
- * R = (B/G) * N, NG = C. Node parameters: ip = {S, R, C, NG}, fp = {eps}. Layer norm is
- * its own row kernel. Statistics are summed in double over fixed chunks (results do not
- * depend on the thread count); the forward saves mean and rstd in f64 (saved[0], saved[1]:
- * (S, NG), or (rows) for layer norm), and normalising subtracts the mean before scaling,
- * so inputs whose mean is far larger than their spread stay accurate.
+ * R = (B/G) * N, NG = C. Node parameters: ip = {S, R, C, NG, silu}, fp = {eps}; ip[4]
+ * (GN_IP_SILU) is 1 for op_group_norm_silu, which is the same op (OP_GROUP_NORM) followed
+ * by y = z * sigmoid(z) on the normalised z, and 0 otherwise. Layer norm is its own row
+ * kernel. Statistics are summed in double over fixed chunks (results do not depend on the
+ * thread count); the forward saves mean and rstd in f64 (saved[0], saved[1]: (S, NG), or
+ * (rows) for layer norm), and normalising subtracts the mean before scaling, so inputs
+ * whose mean is far larger than their spread stay accurate. The CUDA kernels
+ * (core/cuda/norm.cu) save their own f32 statistics in the same slots.
  *
  * Gradient rule: += into dx, dgamma, dbeta. With xhat = (x - mean) * rstd and
  * dxhat = dy * gamma, dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) (means
- * over the statistics' set), dgamma = sum dy * xhat, dbeta = sum dy.
+ * over the statistics' set), dgamma = sum dy * xhat, dbeta = sum dy. With the fused SiLU,
+ * dy is first multiplied by silu'(z), z recomputed from x and the saved statistics (the
+ * pre-activation is not saved).
  * BatchNormLocal also has a create-graph backward that recomputes the normalisation from x
- * with differentiable ops, so the exact R1 penalty can differentiate through it. */
+ * with differentiable ops, so the exact R1 penalty can differentiate through it.
+ * Values are f32 on the CPU; the CUDA kernels also take bf16 (gamma and beta of x's dtype),
+ * the output has x's dtype. */
 #include <math.h>
 #include <string.h>
 
 #include "core/ops/cpu_impls.h"
 #include "core/ops/ops_internal.h"
+#include "core/ops/simd.h"
 
 #define NORM_CHUNK_ELEMS 32768 /* elements per row chunk of the statistics pass */
 #define LN_CHUNK_ROWS 64       /* rows per chunk of the layer-norm parameter gradient */
+#define GN_IP_SILU 4           /* n->ip slot of the fused-SiLU flag (OP_GROUP_NORM; 0 for BatchNormLocal) */
 
-typedef float v8f __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));
 
-static inline v8f v8_load(const float *p) {
-    v8f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void v8_store(float *p, v8f v) { memcpy(p, &v, sizeof v); }
-static inline v8f v8_set1(float a) { return (v8f){a, a, a, a, a, a, a, a}; }
-static inline float v8_hsum(v8f v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 static inline v4d v4d_load_f32(const float *p) {
     v4f v;
     memcpy(&v, p, sizeof v);
@@ -47,6 +48,40 @@ static inline v4d v4d_load(const double *p) {
     return v;
 }
 static inline void v4d_store(double *p, v4d v) { memcpy(p, &v, sizeof v); }
+
+/* ---- the fused SiLU ---- */
+
+
+typedef struct {
+    float *z;       /* (n): pre-activations; overwritten with the result */
+    const float *dy; /* (n) or NULL */
+} SiluJob;
+
+/* dy NULL: z <- z * sigmoid(z) (forward); else z <- dy * silu'(z), silu'(z) = s + z s (1 - s)
+ * with s = sigmoid(z) (the upstream gradient of the normalisation) */
+static void silu_items(void *ctx, int64_t i0, int64_t i1) {
+    SiluJob *j = ctx;
+    const v8f one = v8_set1(1.0f);
+    for (int64_t i = i0; i < i1; i += 8) {
+        int64_t m = i1 - i < 8 ? i1 - i : 8;
+        float zb[8] = {0}, db[8] = {0};
+        memcpy(zb, j->z + i, (size_t)m * 4);
+        v8f z = v8_load(zb), s = one / (one + v8_exp(-z)), r;
+        if (j->dy) {
+            memcpy(db, j->dy + i, (size_t)m * 4);
+            r = v8_load(db) * (s + z * s * (one - s));
+        } else {
+            r = z * s;
+        }
+        v8_store(zb, r);
+        memcpy(j->z + i, zb, (size_t)m * 4);
+    }
+}
+
+static void silu_run(float *z, const float *dy, int64_t n) {
+    SiluJob j = {z, dy};
+    parallel_for(n, NORM_CHUNK_ELEMS, silu_items, &j);
+}
 
 /* s1[c] += sum_r a[r, c], s2[c] += sum_r a[r, c] * b[r, c] over rows of length C, in double */
 static void colsum_rows(const float *a, const float *b, int64_t rows, int64_t C, double *s1, double *s2) {
@@ -157,7 +192,25 @@ static void rowaff_run(const SegNorm *p, RowAffJob *j) {
     parallel_for(p->S * p->R, grain < 1 ? 1 : grain, rowaff_rows, j);
 }
 
-static Status segnorm_fwd(Ctx *c, Node *n, const SegNorm *p) {
+/* Per-(segment, channel) coefficients of y = a * (x - sh) + k from the statistics mean,
+ * rstd (S, NG): sh = mean rounded to f32, a = rstd * gamma, k = beta + a * (sh - mean) */
+static void seg_coefs(const SegNorm *p, const double *mean, const double *rstd, const float *gamma, const float *beta,
+                      float *csh, float *ca, float *ck) {
+    int64_t C = p->C, NG = p->NG, cg = C / NG;
+    for (int64_t s = 0; s < p->S; s++)
+        for (int64_t g = 0; g < NG; g++) {
+            double mu = mean[s * NG + g], rs = rstd[s * NG + g];
+            for (int64_t k = g * cg; k < (g + 1) * cg; k++) {
+                float sh = (float)mu;
+                double a = rs * (gamma ? gamma[k] : 1.0);
+                csh[s * C + k] = sh;
+                ca[s * C + k] = (float)a;
+                ck[s * C + k] = (float)((beta ? beta[k] : 0.0) + a * (sh - mu));
+            }
+        }
+}
+
+static Status segnorm_fwd(Ctx *c, Node *n, const SegNorm *p, bool silu) {
     const float *x = n->in[0]->v.data;
     const float *gamma = n->in[1] ? n->in[1]->v.data : NULL, *beta = n->in[2] ? n->in[2]->v.data : NULL;
     int64_t S = p->S, C = p->C, NG = p->NG, cg = C / NG;
@@ -171,8 +224,10 @@ static Status segnorm_fwd(Ctx *c, Node *n, const SegNorm *p) {
     ArenaMark mark = arena_mark(c->arena);
     double *s1 = ctx_alloc(c, S * C * (int64_t)sizeof(double));
     double *s2 = ctx_alloc(c, S * C * (int64_t)sizeof(double));
+    double *mean = n->save ? mean_t.data : ctx_alloc(c, S * NG * (int64_t)sizeof(double));
+    double *rstd = n->save ? rstd_t.data : ctx_alloc(c, S * NG * (int64_t)sizeof(double));
     float *csh = ctx_alloc(c, S * C * 4), *ca = ctx_alloc(c, S * C * 4), *ck = ctx_alloc(c, S * C * 4);
-    if (!s1 || !s2 || !csh || !ca || !ck) return addc_error_status();
+    if (!s1 || !s2 || !mean || !rstd || !csh || !ca || !ck) return addc_error_status();
     Status st = seg_colsums(c, p, x, x, s1, s2);
     if (st) return st;
     double cnt = (double)p->R * (double)cg;
@@ -183,31 +238,23 @@ static Status segnorm_fwd(Ctx *c, Node *n, const SegNorm *p) {
                 t1 += s1[s * C + k];
                 t2 += s2[s * C + k];
             }
-            double mean = cnt > 0 ? t1 / cnt : 0.0;
-            double var = cnt > 0 ? t2 / cnt - mean * mean : 0.0;
+            double mu = cnt > 0 ? t1 / cnt : 0.0;
+            double var = cnt > 0 ? t2 / cnt - mu * mu : 0.0;
             if (var < 0) var = 0;
-            double rstd = 1.0 / sqrt(var + p->eps);
-            if (n->save) {
-                ((double *)mean_t.data)[s * NG + g] = mean;
-                ((double *)rstd_t.data)[s * NG + g] = rstd;
-            }
-            for (int64_t k = g * cg; k < (g + 1) * cg; k++) {
-                float sh = (float)mean;
-                double a = rstd * (gamma ? gamma[k] : 1.0);
-                csh[s * C + k] = sh;
-                ca[s * C + k] = (float)a;
-                ck[s * C + k] = (float)((beta ? beta[k] : 0.0) + a * (sh - mean));
-            }
+            mean[s * NG + g] = mu;
+            rstd[s * NG + g] = 1.0 / sqrt(var + p->eps);
         }
+    seg_coefs(p, mean, rstd, gamma, beta, csh, ca, ck);
     RowAffJob j = {.x = x, .sh = csh, .a = ca, .k = ck, .y = n->out->v.data};
     rowaff_run(p, &j);
+    if (silu) silu_run(n->out->v.data, NULL, S * p->R * C);
     arena_reset_to(c->arena, mark);
     n->saved[0] = mean_t;
     n->saved[1] = rstd_t;
     return ADDC_OK;
 }
 
-static Status segnorm_bwd(Ctx *c, Node *n, const SegNorm *p) {
+static Status segnorm_bwd(Ctx *c, Node *n, const SegNorm *p, bool silu) {
     Status st = ADDC_OK;
     float *gx = ops_in_grad(c, n, 0, &st);
     float *gg = ops_in_grad(c, n, 1, &st);
@@ -215,7 +262,7 @@ static Status segnorm_bwd(Ctx *c, Node *n, const SegNorm *p) {
     if (st) return st;
     if (!gx && !gg && !gb) return ADDC_OK;
     const float *x = n->in[0]->v.data, *dy = n->out->g.data;
-    const float *gamma = n->in[1] ? n->in[1]->v.data : NULL;
+    const float *gamma = n->in[1] ? n->in[1]->v.data : NULL, *beta = n->in[2] ? n->in[2]->v.data : NULL;
     const double *mean = n->saved[0].data, *rstd = n->saved[1].data;
     int64_t S = p->S, C = p->C, NG = p->NG, cg = C / NG;
     ArenaMark mark = arena_mark(c->arena);
@@ -225,6 +272,17 @@ static Status segnorm_bwd(Ctx *c, Node *n, const SegNorm *p) {
     float *csh = ctx_alloc(c, S * C * 4), *ca = ctx_alloc(c, S * C * 4), *cb = ctx_alloc(c, S * C * 4);
     float *ck = ctx_alloc(c, S * C * 4);
     if (!sdy || !sxdy || !dgb || !csh || !ca || !cb || !ck) return addc_error_status();
+    if (silu) {
+        /* dy <- dy * silu'(z), z recomputed exactly as the forward computed it */
+        int64_t numel = S * p->R * C;
+        float *dz = ctx_alloc(c, numel * 4);
+        if (!dz) return addc_error_status();
+        seg_coefs(p, mean, rstd, gamma, beta, csh, ca, ck);
+        RowAffJob z = {.x = x, .sh = csh, .a = ca, .k = ck, .y = dz};
+        rowaff_run(p, &z);
+        silu_run(dz, dy, numel);
+        dy = dz;
+    }
     st = seg_colsums(c, p, dy, x, sdy, sxdy);
     if (st) return st;
     double cnt = (double)p->R * (double)cg;
@@ -262,12 +320,18 @@ static Status segnorm_bwd(Ctx *c, Node *n, const SegNorm *p) {
     return ADDC_OK;
 }
 
-static bool check_affine(const char *op, Var *gamma, Var *beta, int64_t C) {
+/* gamma and beta: (C) or NULL, of x's dtype */
+static bool check_affine(const char *op, const Var *x, Var *gamma, Var *beta, int64_t C) {
     Var *pv[2] = {gamma, beta};
     const char *nm[2] = {"gamma", "beta"};
     for (int i = 0; i < 2; i++) {
         if (!pv[i]) continue;
-        if (!ops_require_f32(op, nm[i], pv[i])) return false;
+        if (!ops_require_float(op, nm[i], pv[i])) return false;
+        if (pv[i]->v.dtype != x->v.dtype) {
+            ops_fail(op, "%s is %s but x is %s: cast it with op_cast", nm[i], dtype_name(pv[i]->v.dtype),
+                     dtype_name(x->v.dtype));
+            return false;
+        }
         if (pv[i]->v.ndim != 1 || pv[i]->v.shape[0] != C) {
             char s[96];
             ops_fail(op, "%s must have shape (%lld), got %s", nm[i], (long long)C,
@@ -282,25 +346,25 @@ static SegNorm seg_params(const Node *n) { return (SegNorm){n->ip[0], n->ip[1], 
 
 static Status seg_fwd(Ctx *c, Node *n) {
     SegNorm p = seg_params(n);
-    return segnorm_fwd(c, n, &p);
+    return segnorm_fwd(c, n, &p, n->ip[GN_IP_SILU] != 0);
 }
 
 static Status seg_bwd(Ctx *c, Node *n) {
     SegNorm p = seg_params(n);
-    return segnorm_bwd(c, n, &p);
+    return segnorm_bwd(c, n, &p, n->ip[GN_IP_SILU] != 0);
 }
 
 /* ---- group norm ---- */
 
-Var *op_group_norm(Ctx *c, Var *x, Var *gamma, Var *beta, int groups, double eps) {
+static Var *group_norm_node(Ctx *c, const char *op, Var *x, Var *gamma, Var *beta, int groups, double eps, bool silu) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("group_norm", "x", x)) return NULL;
-    if (x->v.ndim < 2) return ops_fail("group_norm", "x must be (B, ..., C), got rank %d", x->v.ndim);
+    if (!ops_require_float(op, "x", x)) return NULL;
+    if (x->v.ndim < 2) return ops_fail(op, "x must be (B, ..., C), got rank %d", x->v.ndim);
     int64_t B = x->v.shape[0], C = x->v.shape[x->v.ndim - 1];
     if (groups < 1 || C % groups != 0)
-        return ops_fail("group_norm", "%lld channels cannot be split into %d equal groups; choose groups dividing C",
+        return ops_fail(op, "%lld channels cannot be split into %d equal groups; choose groups dividing C",
                         (long long)C, groups);
-    if (!check_affine("group_norm", gamma, beta, C)) return NULL;
+    if (!check_affine(op, x, gamma, beta, C)) return NULL;
     int64_t R = 1;
     for (int d = 1; d < x->v.ndim - 1; d++) R *= x->v.shape[d];
     Var *in[3] = {x, gamma, beta};
@@ -309,8 +373,17 @@ Var *op_group_norm(Ctx *c, Var *x, Var *gamma, Var *beta, int groups, double eps
     n.ip[1] = R;
     n.ip[2] = C;
     n.ip[3] = groups;
+    n.ip[GN_IP_SILU] = silu;
     n.fp[0] = eps;
-    return op_exec(c, &n, DTYPE_F32, x->v.ndim, x->v.shape);
+    return op_exec(c, &n, x->v.dtype, x->v.ndim, x->v.shape);
+}
+
+Var *op_group_norm(Ctx *c, Var *x, Var *gamma, Var *beta, int groups, double eps) {
+    return group_norm_node(c, "group_norm", x, gamma, beta, groups, eps, false);
+}
+
+Var *op_group_norm_silu(Ctx *c, Var *x, Var *gamma, Var *beta, int groups, double eps) {
+    return group_norm_node(c, "group_norm_silu", x, gamma, beta, groups, eps, true);
 }
 
 const OpImpl cpu_op_group_norm = {seg_fwd, seg_bwd, NULL};
@@ -343,7 +416,7 @@ static Status bnl_bwd_graph(Ctx *c, Node *n) {
 
 Var *op_batch_norm_local(Ctx *c, Var *x, Var *gamma, Var *beta, int virtual_bs, double eps) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("batch_norm_local", "x", x)) return NULL;
+    if (!ops_require_float("batch_norm_local", "x", x)) return NULL;
     if (x->v.ndim != 3) return ops_fail("batch_norm_local", "x must be (B, N, C), got rank %d", x->v.ndim);
     if (virtual_bs < 1) return ops_fail("batch_norm_local", "virtual_bs must be >= 1, got %d", virtual_bs);
     int64_t B = x->v.shape[0], N = x->v.shape[1], C = x->v.shape[2];
@@ -353,7 +426,7 @@ Var *op_batch_norm_local(Ctx *c, Var *x, Var *gamma, Var *beta, int virtual_bs, 
                         "batch %lld cannot be cut into %lld equal groups (virtual_bs %d); use a batch size "
                         "divisible by ceil(B / virtual_bs)",
                         (long long)B, (long long)G, virtual_bs);
-    if (!check_affine("batch_norm_local", gamma, beta, C)) return NULL;
+    if (!check_affine("batch_norm_local", x, gamma, beta, C)) return NULL;
     Var *in[3] = {x, gamma, beta};
     Node n = node_make(OP_BATCH_NORM_LOCAL, 3, in);
     n.ip[0] = G;
@@ -361,7 +434,7 @@ Var *op_batch_norm_local(Ctx *c, Var *x, Var *gamma, Var *beta, int virtual_bs, 
     n.ip[2] = C;
     n.ip[3] = C;
     n.fp[0] = eps;
-    return op_exec(c, &n, DTYPE_F32, 3, x->v.shape);
+    return op_exec(c, &n, x->v.dtype, 3, x->v.shape);
 }
 
 const OpImpl cpu_op_batch_norm_local = {seg_fwd, seg_bwd, bnl_bwd_graph};
@@ -522,16 +595,16 @@ static Status ln_bwd(Ctx *c, Node *n) {
 
 Var *op_layer_norm(Ctx *c, Var *x, Var *gamma, Var *beta, double eps) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("layer_norm", "x", x)) return NULL;
+    if (!ops_require_float("layer_norm", "x", x)) return NULL;
     if (x->v.ndim < 1) return ops_fail("layer_norm", "x must have at least one dim");
     int64_t D = x->v.shape[x->v.ndim - 1];
-    if (!check_affine("layer_norm", gamma, beta, D)) return NULL;
+    if (!check_affine("layer_norm", x, gamma, beta, D)) return NULL;
     Var *in[3] = {x, gamma, beta};
     Node n = node_make(OP_LAYER_NORM, 3, in);
     n.ip[0] = D ? tensor_numel(&x->v) / D : 0;
     n.ip[1] = D;
     n.fp[0] = eps;
-    return op_exec(c, &n, DTYPE_F32, x->v.ndim, x->v.shape);
+    return op_exec(c, &n, x->v.dtype, x->v.ndim, x->v.shape);
 }
 
 const OpImpl cpu_op_layer_norm = {ln_fwd, ln_bwd, NULL};

@@ -1,6 +1,11 @@
 /* core/ops/op_table: the op name table, in enum order, checked at compile time for its
- * length and by tests/unit/test_op_table.c for its order; and the CPU backend's kernel table. */
+ * length and by tests/unit/test_op_table.c for its order; the CPU backend's kernel table, and the
+ * CUDA backend's when addc is built with CUDA. */
+#include <pthread.h>
+
 #include "core/ops.h"
+#include "core/cuda.h"
+#include "core/cuda/cuda_impls.h"
 #include "core/ops/cpu_impls.h"
 
 const OpInfo op_info[OP_COUNT] = {
@@ -97,10 +102,77 @@ const Backend backend_cpu = {
         },
 };
 
+#ifdef ADDC_HAVE_CUDA
+/* The CUDA kernels (the .cu files of core/cuda). An op without an entry fails with "op X has no
+ * cuda kernel". The create-graph backward of an op is built from other ops and so runs on any
+ * device: the CUDA table takes it from the CPU table. */
+static const OpImpl *const cuda_kernels[OP_COUNT] = {
+    [OP_CHECKPOINT] = NULL, /* handled by autograd.c itself */
+    [OP_ADD] = &cuda_op_add,
+    [OP_SUB] = &cuda_op_sub,
+    [OP_MUL] = &cuda_op_mul,
+    [OP_DIV] = &cuda_op_div,
+    [OP_SCALE] = &cuda_op_scale,
+    [OP_RSQRT] = &cuda_op_rsqrt,
+    [OP_CAST] = &cuda_op_cast,
+    [OP_SUM_TO] = &cuda_op_sum_to,
+    [OP_BROADCAST_TO] = &cuda_op_broadcast_to,
+    [OP_SUM] = &cuda_op_sum,
+    [OP_MEAN] = &cuda_op_mean,
+    [OP_MEAN_SQUARE] = &cuda_op_mean_square,
+    [OP_RESHAPE] = &cuda_op_reshape,
+    [OP_SILU] = &cuda_op_silu,
+    [OP_GELU] = &cuda_op_gelu,
+    [OP_GEGLU] = &cuda_op_geglu,
+    [OP_LEAKY_RELU] = &cuda_op_leaky_relu,
+    [OP_RELU] = &cuda_op_relu,
+    [OP_HINGE] = &cuda_op_hinge,
+    [OP_TIMESTEP_EMBEDDING] = &cuda_op_timestep_embedding,
+    [OP_EMBEDDING] = &cuda_op_embedding,
+    [OP_CROSS_ENTROPY] = &cuda_op_cross_entropy,
+    [OP_MATMUL] = &cuda_op_matmul,
+    [OP_LINEAR] = &cuda_op_linear,
+    [OP_CONV2D] = &cuda_op_conv2d,
+    [OP_CONV1D] = &cuda_op_conv1d,
+    [OP_CONV1D_T] = &cuda_op_conv1d_t,
+    [OP_GROUP_NORM] = &cuda_op_group_norm,
+    [OP_LAYER_NORM] = &cuda_op_layer_norm,
+    [OP_BATCH_NORM_LOCAL] = &cuda_op_batch_norm_local,
+    [OP_SOFTMAX] = &cuda_op_softmax,
+    [OP_ATTENTION] = &cuda_op_attention,
+    [OP_CONCAT] = &cuda_op_concat,
+    [OP_SLICE] = &cuda_op_slice,
+    [OP_PERMUTE] = &cuda_op_permute,
+    [OP_UPSAMPLE_NEAREST2X] = &cuda_op_upsample_nearest2x,
+    [OP_RESIZE_AREA] = &cuda_op_resize_area,
+    [OP_RESIZE_BICUBIC] = &cuda_op_resize_bicubic,
+    [OP_SPECTRAL_NORM] = &cuda_op_spectral_norm,
+};
+
+static OpImpl cuda_merged[OP_COUNT];
+static Backend backend_cuda = {.name = "cuda", .device = DEVICE_CUDA};
+static pthread_once_t backend_cuda_once = PTHREAD_ONCE_INIT;
+
+static void backend_cuda_build(void) {
+    for (int op = 0; op < OP_COUNT; op++) {
+        if (!cuda_kernels[op]) continue;
+        cuda_merged[op] = *cuda_kernels[op];
+        cuda_merged[op].bwd_graph = backend_cpu.ops[op] ? backend_cpu.ops[op]->bwd_graph : NULL;
+        backend_cuda.ops[op] = &cuda_merged[op];
+    }
+}
+#endif
+
 const Backend *backend_for(Device d) {
     if (d == DEVICE_CPU || d == DEVICE_META) return &backend_cpu;
-    addc_error_set(ADDC_ERR_UNSUPPORTED,
-                   "no %s backend for ops yet: the CUDA op backend is not built (core/cuda)",
+#ifdef ADDC_HAVE_CUDA
+    if (d == DEVICE_CUDA) {
+        if (cuda_init(0) != ADDC_OK) return NULL;
+        pthread_once(&backend_cuda_once, backend_cuda_build);
+        return &backend_cuda;
+    }
+#endif
+    addc_error_set(ADDC_ERR_UNSUPPORTED, "no %s backend: addc was built without CUDA (nvcc not found at configure time)",
                    device_name(d));
     return NULL;
 }

@@ -30,6 +30,25 @@ bool ops_require_f32(const char *op, const char *what, const Var *v) {
     return false;
 }
 
+bool ops_require_float(const char *op, const char *what, const Var *v) {
+    if (v->v.dtype == DTYPE_F32) return true;
+    if (v->v.dtype == DTYPE_BF16 && v->v.device == DEVICE_CUDA) return true;
+    if (v->v.dtype == DTYPE_BF16)
+        ops_fail(op, "%s is bf16 on %s: bf16 values run on CUDA only (the CPU kernels compute in f32)", what,
+                 device_name(v->v.device));
+    else
+        ops_fail(op, "%s must be f32 (or bf16 on CUDA), got %s", what, dtype_name(v->v.dtype));
+    return false;
+}
+
+bool ops_require_same_float(const char *op, const Var *a, const Var *b) {
+    if (!ops_require_float(op, "the first input", a) || !ops_require_float(op, "the second input", b)) return false;
+    if (a->v.dtype == b->v.dtype) return true;
+    ops_fail(op, "inputs of different dtypes (%s and %s): cast one with op_cast", dtype_name(a->v.dtype),
+             dtype_name(b->v.dtype));
+    return false;
+}
+
 void broadcast_strides(const Tensor *t, int64_t *padded_shape, int64_t *strides) {
     int off = BC_DIMS - t->ndim;
     int64_t st = 1;

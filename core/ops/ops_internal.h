@@ -20,6 +20,11 @@
 Var *ops_fail(const char *op, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* NULL + error unless v is f32 (any device). `what` names the argument. */
 bool ops_require_f32(const char *op, const char *what, const Var *v);
+/* A value dtype the op's kernels take: f32 on any device, bf16 on CUDA (the CPU kernels compute
+ * in f32 only); false with an error naming op and argument otherwise. */
+bool ops_require_float(const char *op, const char *what, const Var *v);
+/* Both f32/bf16 as above and of the same dtype (mixed inputs need an explicit op_cast). */
+bool ops_require_same_float(const char *op, const Var *a, const Var *b);
 /* Formats a shape "(2, 3, 4)". */
 const char *ops_shape_str(const Tensor *t, char *buf, int cap);
 

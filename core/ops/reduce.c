@@ -70,11 +70,11 @@ static Status sum_to_bwd_graph(Ctx *c, Node *n) {
 
 Var *op_sum_to(Ctx *c, Var *x, int32_t ndim, const int64_t *shape) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("sum_to", "x", x) || !shape_reducible("sum_to", &x->v, ndim, shape)) return NULL;
+    if (!ops_require_float("sum_to", "x", x) || !shape_reducible("sum_to", &x->v, ndim, shape)) return NULL;
     Tensor t = tensor_make(NULL, DTYPE_F32, DEVICE_META, ndim, shape);
     if (t.ndim == x->v.ndim && tensor_same_shape(&t, &x->v)) return x; /* nothing to sum */
     Node n = node_make(OP_SUM_TO, 1, &x);
-    return op_exec(c, &n, DTYPE_F32, ndim, shape);
+    return op_exec(c, &n, x->v.dtype, ndim, shape);
 }
 
 Var *op_mean_to(Ctx *c, Var *x, int32_t ndim, const int64_t *shape) {
@@ -113,12 +113,12 @@ static Status broadcast_to_bwd_graph(Ctx *c, Node *n) {
 
 Var *op_broadcast_to(Ctx *c, Var *x, int32_t ndim, const int64_t *shape) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("broadcast_to", "x", x)) return NULL;
+    if (!ops_require_float("broadcast_to", "x", x)) return NULL;
     Tensor t = tensor_make(NULL, DTYPE_F32, DEVICE_META, ndim, shape);
     if (!shape_reducible("broadcast_to", &t, x->v.ndim, x->v.shape)) return NULL;
     if (tensor_same_shape(&t, &x->v)) return x;
     Node n = node_make(OP_BROADCAST_TO, 1, &x);
-    return op_exec(c, &n, DTYPE_F32, ndim, shape);
+    return op_exec(c, &n, x->v.dtype, ndim, shape);
 }
 
 const OpImpl cpu_op_broadcast_to = {broadcast_to_fwd, broadcast_to_bwd, broadcast_to_bwd_graph};
@@ -203,7 +203,7 @@ static Status red_bwd_graph(Ctx *c, Node *n) {
 
 static Var *red_op(Ctx *c, int op, int kind, Var *x) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32(op_name(op), "x", x)) return NULL;
+    if (!ops_require_float(op_name(op), "x", x)) return NULL;
     if (kind != RED_SUM && tensor_numel(&x->v) == 0) return ops_fail(op_name(op), "mean of an empty tensor");
     Node n = node_make(op, 1, &x);
     n.ip[0] = kind;

@@ -7,7 +7,9 @@
  * inverse permutation. The resizes are separable linear maps y = Rh x Rw^T: one tap table per
  * axis (output index -> input indices and weights) applied axis by axis, and the backward
  * applies the transposed tables (input index -> output indices), so every pass gathers and
- * threads never write to the same element. */
+ * threads never write to the same element.
+ * Values are f32 (also bf16 on CUDA: core/cuda/shape.cu; outputs keep the input dtype); gradients
+ * f32. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -133,7 +135,7 @@ static Status concat_bwd_graph(Ctx *c, Node *n) {
 
 Var *op_concat(Ctx *c, Var *a, Var *b, int axis) {
     OPS_NULL_GUARD2(a, b);
-    if (!ops_require_f32("concat", "a", a) || !ops_require_f32("concat", "b", b)) return NULL;
+    if (!ops_require_same_float("concat", a, b)) return NULL;
     int ax = shape_axis("concat", axis, &a->v);
     if (ax < 0) return NULL;
     bool ok = a->v.ndim == b->v.ndim;
@@ -149,7 +151,7 @@ Var *op_concat(Ctx *c, Var *a, Var *b, int axis) {
     Var *in[2] = {a, b};
     Node n = node_make(OP_CONCAT, 2, in);
     n.ip[0] = ax;
-    return op_exec(c, &n, DTYPE_F32, a->v.ndim, shape);
+    return op_exec(c, &n, a->v.dtype, a->v.ndim, shape);
 }
 
 const OpImpl cpu_op_concat = {concat_fwd, concat_bwd, concat_bwd_graph};
@@ -188,24 +190,25 @@ static Status slice_bwd(Ctx *c, Node *n) {
 static Status slice_bwd_graph(Ctx *c, Node *n) {
     if (!ops_in_wants_gv(n, 0)) return ADDC_OK;
     Var *x = n->in[0], *g = n->out->gv;
+    DType gdt = g ? g->v.dtype : DTYPE_F32; /* the zeros match the gradient's dtype */
     int ax = (int)n->ip[0];
     int64_t start = n->ip[1], len = n->ip[2], after = x->v.shape[ax] - start - len;
     int64_t shape[TENSOR_MAX_DIMS];
     memcpy(shape, x->v.shape, sizeof shape);
     if (start > 0) {
         shape[ax] = start;
-        g = op_concat(c, var_zeros(c, DTYPE_F32, x->v.ndim, shape), g, ax);
+        g = op_concat(c, var_zeros(c, gdt, x->v.ndim, shape), g, ax);
     }
     if (after > 0) {
         shape[ax] = after;
-        g = op_concat(c, g, var_zeros(c, DTYPE_F32, x->v.ndim, shape), ax);
+        g = op_concat(c, g, var_zeros(c, gdt, x->v.ndim, shape), ax);
     }
     return var_accum_gv(c, x, g);
 }
 
 Var *op_slice(Ctx *c, Var *x, int axis, int64_t start, int64_t len) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("slice", "x", x)) return NULL;
+    if (!ops_require_float("slice", "x", x)) return NULL;
     int ax = shape_axis("slice", axis, &x->v);
     if (ax < 0) return NULL;
     int64_t l = x->v.shape[ax];
@@ -222,7 +225,7 @@ Var *op_slice(Ctx *c, Var *x, int axis, int64_t start, int64_t len) {
     n.ip[0] = ax;
     n.ip[1] = start;
     n.ip[2] = len;
-    return op_exec(c, &n, DTYPE_F32, x->v.ndim, shape);
+    return op_exec(c, &n, x->v.dtype, x->v.ndim, shape);
 }
 
 Status op_split(Ctx *c, Var *x, int axis, int n, Var **out) {
@@ -397,7 +400,7 @@ static Status permute_bwd_graph(Ctx *c, Node *n) {
 
 Var *op_permute(Ctx *c, Var *x, const int32_t *perm) {
     OPS_NULL_GUARD1(x);
-    if (!ops_require_f32("permute", "x", x)) return NULL;
+    if (!ops_require_float("permute", "x", x)) return NULL;
     int nd = x->v.ndim;
     bool seen[TENSOR_MAX_DIMS] = {false}, ok = true, identity = true;
     int64_t p[TENSOR_MAX_DIMS];
@@ -423,7 +426,7 @@ Var *op_permute(Ctx *c, Var *x, const int32_t *perm) {
         shape[i] = x->v.shape[p[i]];
         n.ip[i] = p[i];
     }
-    return op_exec(c, &n, DTYPE_F32, nd, shape);
+    return op_exec(c, &n, x->v.dtype, nd, shape);
 }
 
 const OpImpl cpu_op_permute = {permute_fwd, permute_bwd, permute_bwd_graph};
@@ -484,7 +487,7 @@ static Status up_bwd(Ctx *c, Node *n) {
 }
 
 static bool shape_require_nhwc(const char *op, const Var *x) {
-    if (!ops_require_f32(op, "x", x)) return false;
+    if (!ops_require_float(op, "x", x)) return false;
     if (x->v.ndim != 4) {
         char s[96];
         ops_fail(op, "x must be an NHWC image (B, H, W, C), got %s", ops_shape_str(&x->v, s, sizeof s));
@@ -498,7 +501,7 @@ Var *op_upsample_nearest2x(Ctx *c, Var *x) {
     if (!shape_require_nhwc("upsample_nearest2x", x)) return NULL;
     int64_t shape[4] = {x->v.shape[0], 2 * x->v.shape[1], 2 * x->v.shape[2], x->v.shape[3]};
     Node n = node_make(OP_UPSAMPLE_NEAREST2X, 1, &x);
-    return op_exec(c, &n, DTYPE_F32, 4, shape);
+    return op_exec(c, &n, x->v.dtype, 4, shape);
 }
 
 const OpImpl cpu_op_upsample_nearest2x = {up_fwd, up_bwd, NULL};
@@ -684,7 +687,7 @@ static Var *resize_op(Ctx *c, int op, int kind, Var *x, int64_t oh, int64_t ow) 
     int64_t shape[4] = {x->v.shape[0], oh, ow, x->v.shape[3]};
     Node n = node_make(op, 1, &x);
     n.ip[0] = kind;
-    return op_exec(c, &n, DTYPE_F32, 4, shape);
+    return op_exec(c, &n, x->v.dtype, 4, shape);
 }
 
 Var *op_resize_area(Ctx *c, Var *x, int64_t oh, int64_t ow) {

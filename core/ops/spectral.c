@@ -178,7 +178,10 @@ static Status spectral_bwd(Ctx *c, Node *n) {
 
 static Status spectral_bwd_graph(Ctx *c, Node *n) {
     if (!ops_in_wants_gv(n, 0)) return ADDC_OK;
-    Var *w = n->in[0], *dy = n->out->gv;
+    Var *w0 = n->in[0], *dy = n->out->gv;
+    /* a bf16 w (CUDA) enters the f32 expression through a cast: dw (f32) is the gradient of w0, and
+     * a later backward through dw reaches w0 through the cast */
+    Var *w = w0->v.dtype == DTYPE_F32 ? w0 : op_cast(c, w0, DTYPE_F32);
     int64_t rows = n->saved[0].shape[0], cols = n->saved[1].shape[0];
     int64_t sr[2] = {rows, 1}, sc[2] = {1, cols};
     Var *u = op_reshape(c, ops_const(c, n->saved[0]), 2, sr);
@@ -187,7 +190,7 @@ static Status spectral_bwd_graph(Ctx *c, Node *n) {
     Var *sigma = op_sum(c, op_mul(c, w, uv));
     Var *coef = op_div(c, op_sum(c, op_mul(c, dy, w)), op_mul(c, sigma, sigma));
     Var *dw = op_sub(c, op_div(c, dy, sigma), op_mul(c, uv, coef));
-    return var_accum_gv(c, w, dw);
+    return var_accum_gv(c, w0, dw);
 }
 
 static bool state_ok(const char *what, const Tensor *t, int64_t n, Device dev) {
@@ -207,7 +210,7 @@ static bool state_ok(const char *what, const Tensor *t, int64_t n, Device dev) {
 
 Var *op_spectral_norm(Ctx *c, Var *w, Tensor *u, Tensor *v, int n_iter, double eps, bool update) {
     OPS_NULL_GUARD1(w);
-    if (!ops_require_f32("spectral_norm", "w", w)) return NULL;
+    if (!ops_require_float("spectral_norm", "w", w)) return NULL;
     if (w->v.ndim < 1 || w->v.shape[0] == 0 || tensor_numel(&w->v) == 0) {
         char s[96];
         return ops_fail("spectral_norm", "w must have at least one row and one column, got %s",
@@ -223,7 +226,7 @@ Var *op_spectral_norm(Ctx *c, Var *w, Tensor *u, Tensor *v, int n_iter, double e
     n.fp[0] = eps;
     n.pp[0] = u;
     n.pp[1] = v;
-    return op_exec(c, &n, DTYPE_F32, w->v.ndim, w->v.shape);
+    return op_exec(c, &n, w->v.dtype, w->v.ndim, w->v.shape);
 }
 
 const OpImpl cpu_op_spectral_norm = {spectral_fwd, spectral_bwd, spectral_bwd_graph};

@@ -5,9 +5,9 @@
  * -log softmax(logits)[b, label_b] = lse_b - logits[b, label_b], with the max-subtracted
  * log-sum-exp lse_b = m_b + log(sum_k exp(logits[b, k] - m_b)) summed in double: finite for any
  * finite logits (1e4 and beyond). The labels are checked and copied into the node (an i32 Var
- * that is its second input, never differentiated). The forward saves per row (m_b, log s_b)
- * (B, 2) so that backward recomputes softmax = exp(logits - m_b - log s_b) without a second
- * pass over the sums.
+ * that is its second input, never differentiated; on CUDA a device copy, queued from a host copy
+ * in the step arena). The forward saves per row (m_b, log s_b) (B, 2) so that backward
+ * recomputes softmax = exp(logits - m_b - log s_b) without a second pass over the sums.
  *
  * Gradient rule: ACCUMULATES (+=) into the logits gradient
  *     dlogits[b, k] += g / B * (softmax(logits)[b, k] - [k == label_b])
@@ -16,6 +16,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/cuda.h"
 #include "core/ops/cpu_impls.h"
 #include "core/ops/ops_internal.h"
 
@@ -92,7 +93,7 @@ static Status xent_bwd(Ctx *c, Node *n) {
 
 Var *op_cross_entropy(Ctx *c, Var *logits, const int32_t *labels) {
     OPS_NULL_GUARD1(logits);
-    if (!ops_require_f32("cross_entropy", "logits", logits)) return NULL;
+    if (!ops_require_float("cross_entropy", "logits", logits)) return NULL;
     char s[96];
     const Tensor *x = &logits->v;
     if (x->ndim != 2 || x->shape[0] < 1 || x->shape[1] < 1)
@@ -103,13 +104,17 @@ Var *op_cross_entropy(Ctx *c, Var *logits, const int32_t *labels) {
         if (labels[b] < 0 || labels[b] >= K)
             return ops_fail("cross_entropy", "label %d of row %lld is outside the %lld classes (labels must lie in 0..%lld)",
                             (int)labels[b], (long long)b, (long long)K, (long long)K - 1);
-    if (x->device != DEVICE_CPU && x->device != DEVICE_META)
-        return ops_fail("cross_entropy", "logits on %s: the labels are copied on the CPU only", device_name(x->device));
     Tensor lt = tensor_make(NULL, DTYPE_I32, x->device, 1, &B);
-    if (x->device == DEVICE_CPU) {
-        lt.data = ctx_alloc(c, B * (int64_t)sizeof(int32_t));
-        if (!lt.data) return NULL;
-        memcpy(lt.data, labels, (size_t)B * sizeof(int32_t));
+    if (x->device != DEVICE_META) {
+        int32_t *host = ctx_alloc(c, B * (int64_t)sizeof(int32_t));
+        if (!host) return NULL;
+        memcpy(host, labels, (size_t)B * sizeof(int32_t));
+        lt.data = host;
+        if (x->device == DEVICE_CUDA) {
+            /* the copy is queued on the compute stream; its source, in the step arena, outlives it */
+            lt.data = ctx_dev_alloc(c, B * (int64_t)sizeof(int32_t));
+            if (!lt.data || cuda_copy_to_device(lt.data, host, (size_t)B * sizeof(int32_t)) != ADDC_OK) return NULL;
+        }
     }
     Var *in[2] = {logits, var_leaf(c, lt, false)};
     if (!in[1]) return NULL;

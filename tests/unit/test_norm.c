@@ -1,5 +1,6 @@
 /* Normalisation ops: group norm (4-D and 3-D inputs, groups 1, 2, C, with and without
- * affine), layer norm and BatchNormLocal (with its create-graph backward, second order
+ * affine), group norm fused with a SiLU (against an f64 reference, and against op_silu of
+ * op_group_norm), layer norm and BatchNormLocal (with its create-graph backward, second order
  * included) against f64 references and finite differences; accuracy and timing at a UNet
  * shape; thread-count independence; error cases. */
 #include <math.h>
@@ -9,7 +10,7 @@
 #include "tests/ref_norm.h"
 #include "tests/test_util.h"
 
-enum { NK_GROUP, NK_LAYER, NK_BNL };
+enum { NK_GROUP, NK_GROUP_SILU, NK_LAYER, NK_BNL };
 
 typedef struct {
     int kind;
@@ -25,6 +26,7 @@ static Var *build_norm(Ctx *c, Var **in, void *u) {
     Var *g = nc->affine ? in[1] : NULL, *b = nc->affine ? in[2] : NULL;
     switch (nc->kind) {
     case NK_GROUP: return op_group_norm(c, in[0], g, b, nc->groups, nc->eps);
+    case NK_GROUP_SILU: return op_group_norm_silu(c, in[0], g, b, nc->groups, nc->eps);
     case NK_LAYER: return op_layer_norm(c, in[0], g, b, nc->eps);
     default: return op_batch_norm_local(c, in[0], g, b, nc->vbs, nc->eps);
     }
@@ -37,6 +39,7 @@ static void ref_norm(double *const *in, double *out, void *u) {
     const double *g = nc->affine ? in[1] : NULL, *b = nc->affine ? in[2] : NULL;
     switch (nc->kind) {
     case NK_GROUP: ref_group_norm(in[0], g, b, out, B, P, C, nc->groups, nc->eps); break;
+    case NK_GROUP_SILU: ref_group_norm_silu(in[0], g, b, out, B, P, C, nc->groups, nc->eps); break;
     case NK_LAYER: ref_layer_norm(in[0], g, b, out, B * P, C, nc->eps); break;
     default: ref_batch_norm_local(in[0], g, b, out, B, P, C, nc->vbs, nc->eps); break;
     }
@@ -70,6 +73,61 @@ static void test_group_norm(void) {
         }
     NormCase wide = {NK_GROUP, 3, {2, 7, 22}, 2, 0, true, 1e-6};
     run_norm("group_norm (2,7,22) G=2 affine", wide, false);
+}
+
+static void test_group_norm_silu(void) {
+    NormCase a = {NK_GROUP_SILU, 4, {2, 3, 4, 6}, 2, 0, true, 1e-5};
+    run_norm("group_norm_silu (2,3,4,6) G=2 affine", a, false);
+    NormCase b = {NK_GROUP_SILU, 4, {2, 3, 4, 6}, 6, 0, false, 1e-5};
+    run_norm("group_norm_silu (2,3,4,6) G=6", b, false);
+    NormCase c = {NK_GROUP_SILU, 3, {2, 5, 6}, 1, 0, true, 1e-5};
+    run_norm("group_norm_silu (2,5,6) G=1 affine", c, false);
+    NormCase d = {NK_GROUP_SILU, 3, {2, 7, 22}, 2, 0, true, 1e-6};
+    run_norm("group_norm_silu (2,7,22) G=2 affine", d, false);
+    NormCase e = {NK_GROUP_SILU, 4, {3, 5, 7, 12}, 4, 0, true, 1e-5}; /* 35 positions x 3 channels per group */
+    run_norm("group_norm_silu (3,5,7,12) G=4 affine", e, false);
+}
+
+/* The fused op against op_silu(op_group_norm(...)) at a UNet-like shape: output and all three
+ * gradients agree to f32 rounding (the two differ only in where the SiLU is evaluated). */
+static void test_group_norm_silu_matches_unfused(void) {
+    int64_t shape[4] = {2, 8, 8, 64}, cs[1] = {64}, n = 2 * 8 * 8 * 64;
+    Var *y[2] = {NULL, NULL};
+    float *res[2][4] = {{NULL}};
+    for (int fused = 0; fused < 2; fused++) {
+        TestCtx t;
+        tctx_init(&t);
+        TestRng r = {17};
+        Var *x = tvar_rand(&t, &r, true, -2, 3, 4, shape);
+        Var *g = tvar_rand(&t, &r, true, 0.5, 1.5, 1, cs), *b = tvar_rand(&t, &r, true, -0.5, 0.5, 1, cs);
+        y[fused] = fused ? op_group_norm_silu(&t.c, x, g, b, 8, 1e-5)
+                         : op_silu(&t.c, op_group_norm(&t.c, x, g, b, 8, 1e-5));
+        CHECK_VAR(y[fused]);
+        if (y[fused]) {
+            CHECK_OK(tape_backward(&t.c, op_mean_square(&t.c, y[fused])));
+            const Tensor *src[4] = {&y[fused]->v, &x->g, &g->g, &b->g};
+            for (int i = 0; i < 4; i++) {
+                int64_t nb = i == 0 || i == 1 ? n * 4 : 64 * 4;
+                res[fused][i] = malloc((size_t)nb);
+                if (src[i]->data) memcpy(res[fused][i], src[i]->data, (size_t)nb);
+                else memset(res[fused][i], 0, (size_t)nb);
+            }
+        }
+        tctx_free(&t);
+    }
+    if (y[0] && y[1]) {
+        const char *nm[4] = {"output", "dx", "dgamma", "dbeta"};
+        double emax = 0;
+        for (int i = 0; i < 4; i++) {
+            int64_t ne = i < 2 ? n : 64;
+            double e = compare_f32(nm[i], res[1][i], res[0][i], ne, 1e-5, 1e-6);
+            emax = e > emax ? e : emax;
+            CHECK(e <= 1e-5, "group_norm_silu %s differs from silu(group_norm): max rel err %.3g", nm[i], e);
+        }
+        printf("  group_norm_silu vs silu(group_norm) (2,8,8,64) G=8: max rel err %.2e\n", emax);
+    }
+    for (int f = 0; f < 2; f++)
+        for (int i = 0; i < 4; i++) free(res[f][i]);
 }
 
 static void test_layer_norm(void) {
@@ -178,6 +236,18 @@ static void test_errors(void) {
     Var *g = tvar_rand(&t, &r, false, -1, 1, 1, c5);
     CHECK(op_group_norm(&t.c, x, g, g, 5, 1e-5) == NULL, "gamma of the wrong size not refused");
     addc_error_clear();
+    CHECK(op_group_norm_silu(&t.c, x, NULL, NULL, 3, 1e-5) == NULL && strstr(addc_error_message(), "group_norm_silu"),
+          "group_norm_silu: C %% groups != 0 not refused with the op's name: %s", addc_error_message());
+    addc_error_clear();
+    Var *xh = var_zeros(&t.nt, DTYPE_BF16, 4, s); /* bf16 values run on CUDA only */
+    CHECK(xh && op_group_norm(&t.c, xh, NULL, NULL, 2, 1e-5) == NULL && strstr(addc_error_message(), "CUDA"),
+          "bf16 x on the CPU not refused with a message naming CUDA: %s", addc_error_message());
+    addc_error_clear();
+    int64_t s10[1] = {10};
+    Var *gh = var_zeros(&t.nt, DTYPE_BF16, 1, s10);
+    CHECK(gh && op_layer_norm(&t.c, x, gh, NULL, 1e-5) == NULL && strstr(addc_error_message(), "gamma"),
+          "layer_norm: bf16 gamma with f32 x not refused: %s", addc_error_message());
+    addc_error_clear();
     Var *xb = tvar_rand(&t, &r, false, -1, 1, 3, s3);
     CHECK(op_batch_norm_local(&t.c, xb, NULL, NULL, 4, 1e-5) == NULL && strstr(addc_error_message(), "groups"),
           "B=10 virtual_bs=4 (G=3) not refused: %s", addc_error_message());
@@ -190,6 +260,8 @@ static void test_errors(void) {
 
 int main(void) {
     test_group_norm();
+    test_group_norm_silu();
+    test_group_norm_silu_matches_unfused();
     test_layer_norm();
     test_batch_norm_local();
     test_unet_shape_offset();

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cuda.h"
 #include "tests/ref_spectral.h"
 #include "tests/test_util.h"
 
@@ -55,7 +56,20 @@ static void to_f64(const float *x, double *y, int64_t n) {
 
 static Var *build_sn_pure(Ctx *c, Var **in, void *user) {
     SnCase *s = user;
-    return op_spectral_norm(c, in[0], &s->tu, &s->tv, 1, 1e-12, false);
+    if (in[0]->v.device != DEVICE_CUDA) return op_spectral_norm(c, in[0], &s->tu, &s->tv, 1, 1e-12, false);
+    /* check_op's device mode: the state goes to the GPU with the weight (update = false leaves it) */
+    Tensor *du = ctx_alloc(c, sizeof *du), *dv = ctx_alloc(c, sizeof *dv); /* the node keeps the pointers */
+    if (!du || !dv) return NULL;
+    *du = s->tu;
+    *dv = s->tv;
+    du->device = dv->device = DEVICE_CUDA;
+    du->data = ctx_dev_alloc(c, tensor_nbytes(&s->tu));
+    dv->data = ctx_dev_alloc(c, tensor_nbytes(&s->tv));
+    if (!du->data || !dv->data ||
+        cuda_copy_to_device(du->data, s->tu.data, (size_t)tensor_nbytes(&s->tu)) != ADDC_OK ||
+        cuda_copy_to_device(dv->data, s->tv.data, (size_t)tensor_nbytes(&s->tv)) != ADDC_OK)
+        return NULL;
+    return op_spectral_norm(c, in[0], du, dv, 1, 1e-12, false);
 }
 
 static void ref_sn_pure(double *const *in, double *out, void *user) {
