@@ -70,19 +70,28 @@ static Status update(Trainer *t, Optimizer *o, double loss, double *lr, double *
     *lr = optimizer_lr(o);
     *gnorm = optimizer_grad_norm(o);
     *done = isfinite(loss) && isfinite(*gnorm);
-    if (*done) optimizer_step(o, *gnorm);
+    if (*done) TRY(optimizer_step(o, *gnorm));
     else optimizer_zero_grad(o);
     return ADDC_OK;
 }
 
-static double scalar(Var *v) { return ((const float *)v->v.data)[0]; }
+static double scalar(Var *v) { return var_scalar(v); }
 
 /* A value without its history: the stop-gradient sg(x). */
 static Var *stop_gradient(Ctx *c, Var *x) { return x ? var_leaf(c, x->v, false) : NULL; }
 
+/* The UNets compute in cfg.compute (bf16 on a GPU: fp32 masters cast by the layers, the output cast back
+ * to f32 by unet_pred); everything else of the step in f32. The copy shares c's arena and tape. */
+static Ctx unet_ctx(const Trainer *t, const Ctx *c) {
+    Ctx u = *c;
+    u.compute = (DType)t->cfg.compute;
+    return u;
+}
+
 /* Student: x_theta = x0 prediction from z_s = alpha_s z0 + sigma_s eps. */
 static Var *student_x0(Ctx *c, Trainer *t, Var *z_s, const int64_t *s, const TrainCond *cond) {
-    Var *pred = unet_pred(c, t->student, z_s, s, cond);
+    Ctx u = unet_ctx(t, c);
+    Var *pred = unet_pred(&u, t->student, z_s, s, cond);
     return diffusion_x0_from_pred(c, &t->schedule, t->cfg.loss.prediction, z_s, pred, s);
 }
 
@@ -93,9 +102,10 @@ static Var *teacher_x0(Ctx *c, Trainer *t, Var *x_sg, Var *eps_t, const int64_t 
     const DistillConfig *d = &t->cfg.loss.distill;
     int32_t p = t->cfg.loss.prediction;
     Var *z_t = diffusion_noise_add(c, &t->schedule, x_sg, eps_t, tt);
-    Var *eps_c = diffusion_eps_from_pred(c, &t->schedule, p, z_t, unet_pred(c, t->teacher, z_t, tt, cond), tt);
+    Ctx u = unet_ctx(t, c);
+    Var *eps_c = diffusion_eps_from_pred(c, &t->schedule, p, z_t, unet_pred(&u, t->teacher, z_t, tt, cond), tt);
     Var *eps_u = NULL;
-    if (uncond) eps_u = diffusion_eps_from_pred(c, &t->schedule, p, z_t, unet_pred(c, t->teacher, z_t, tt, uncond), tt);
+    if (uncond) eps_u = diffusion_eps_from_pred(c, &t->schedule, p, z_t, unet_pred(&u, t->teacher, z_t, tt, uncond), tt);
     if (d->weighting == DISTILL_WEIGHTING_NFSD)
         return distill_nfsd_target(c, &t->schedule, d, x_sg, eps_u, eps_c, NULL, tt);
     return diffusion_x0_from_eps(c, &t->schedule, z_t, distill_cfg_combine(c, eps_u, eps_c, d->cfg_scale), tt);
@@ -115,8 +125,8 @@ static Var *r1_penalty(Ctx *c, Trainer *t, Var *const *real_feat, Var *const *re
 }
 
 static Status add_step(Trainer *t, StepMetrics *m) {
-    Ctx g = ctx_make(&t->arena, &t->tape, DEVICE_CPU); /* taped: student, decode, features, heads */
-    Ctx n = ctx_make(&t->arena, NULL, DEVICE_CPU);     /* no tape: frozen encoders, teacher */
+    Ctx g = ctx_make(&t->arena, &t->tape, t->device); /* taped: student, decode, features, heads */
+    Ctx n = ctx_make(&t->arena, NULL, t->device);     /* no tape: frozen encoders, teacher */
     const AddLossConfig *L = &t->cfg.loss;
     const int64_t B = t->batch.B;
     const int K = disc_head_count(t);
@@ -172,7 +182,7 @@ static Status add_step(Trainer *t, StepMetrics *m) {
     TRY(tape_backward(&g, l_g));
     bool done;
     TRY(update(t, &t->opt_g, scalar(l_g), &m->lr_g, &m->gnorm_g, &done));
-    if (done) trainer_ema_update(t);
+    if (done) TRY(trainer_ema_update(t));
     m->skipped += !done;
 
     /* 8. discriminator: real features (R1 needs their gradient), stop-gradient fake features */
@@ -209,8 +219,8 @@ static Status add_step(Trainer *t, StepMetrics *m) {
 }
 
 static Status diffusion_step(Trainer *t, StepMetrics *m) {
-    Ctx g = ctx_make(&t->arena, &t->tape, DEVICE_CPU);
-    Ctx n = ctx_make(&t->arena, NULL, DEVICE_CPU);
+    Ctx g = ctx_make(&t->arena, &t->tape, t->device);
+    Ctx n = ctx_make(&t->arena, NULL, t->device);
     const AddLossConfig *L = &t->cfg.loss;
     const int64_t B = t->batch.B;
     DrawKey key = {(uint64_t)t->cfg.seed, (uint32_t)t->step, trainer_first_index(t)};
@@ -224,7 +234,8 @@ static Status diffusion_step(Trainer *t, StepMetrics *m) {
     Var *eps = draw_noise(&n, &key, RNG_PURPOSE_NOISE, 0, z0->v.ndim, z0->v.shape);
     Var *z_t = diffusion_noise_add(&n, &t->schedule, z0, eps, tt);
     comm_set_phase(t->comm, "diffusion forward");
-    Var *pred = unet_pred(&g, t->student, z_t, tt, &cond);
+    Ctx u = unet_ctx(t, &g);
+    Var *pred = unet_pred(&u, t->student, z_t, tt, &cond);
     Var *loss = diffusion_loss(&g, &t->schedule, L->prediction, L->diffusion.min_snr_gamma, pred, z0, eps, tt);
     loss = maybe_poison(&g, t, loss);
     if (!loss) return addc_error_status();
@@ -233,7 +244,7 @@ static Status diffusion_step(Trainer *t, StepMetrics *m) {
     TRY(tape_backward(&g, loss));
     bool done;
     TRY(update(t, &t->opt_g, scalar(loss), &m->lr_g, &m->gnorm_g, &done));
-    if (done) trainer_ema_update(t);
+    if (done) TRY(trainer_ema_update(t));
     m->skipped += !done;
     m->loss = scalar(loss);
     return ADDC_OK;
@@ -241,7 +252,7 @@ static Status diffusion_step(Trainer *t, StepMetrics *m) {
 
 /* Classify mode: cross-entropy of the student's logits against the batch's labels. */
 static Status classify_step(Trainer *t, StepMetrics *m) {
-    Ctx g = ctx_make(&t->arena, &t->tape, DEVICE_CPU);
+    Ctx g = ctx_make(&t->arena, &t->tape, t->device);
     Var *features, *logits;
     TRY(model_classify(&g, t->student, batch_images(&g, &t->batch), &features, &logits));
     Var *loss = maybe_poison(&g, t, op_cross_entropy(&g, logits, t->batch.labels));
@@ -250,10 +261,16 @@ static Status classify_step(Trainer *t, StepMetrics *m) {
     TRY(tape_backward(&g, loss));
     bool done;
     TRY(update(t, &t->opt_g, scalar(loss), &m->lr_g, &m->gnorm_g, &done));
-    if (done) trainer_ema_update(t);
+    if (done) TRY(trainer_ema_update(t));
     m->skipped += !done;
     m->loss = scalar(loss);
-    int64_t hits = metrics_argmax_hits(logits->v.data, logits->v.shape[0], logits->v.shape[1], t->batch.labels);
+    int64_t nl = tensor_numel(&logits->v);
+    float *lh = malloc((size_t)(nl ? nl : 1) * sizeof(float));
+    if (!lh) return addc_error_set(ADDC_ERR_NOMEM, "classify: out of memory");
+    Status st = var_download_f32(logits, lh);
+    int64_t hits = metrics_argmax_hits(lh, logits->v.shape[0], logits->v.shape[1], t->batch.labels);
+    free(lh);
+    TRY(st);
     m->accuracy = (double)hits / (double)t->batch.B;
     return ADDC_OK;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/cuda.h"
 #include "launch/cli.h"
 #include "nn/weights.h"
 
@@ -42,7 +43,26 @@ static Status param_prepare(const Param *p, int64_t *shape, int32_t *nd, float *
 /* Writes (or reads) every parameter of s from (into) the flat buffer `full` (addc layout) as
  * group/NAME in its file layout. Writing, rank r writes rows [r R / N, (r + 1) R / N) of each;
  * reading, every rank reads every row. */
+static Status store_io_host(CkptFile *cf, Comm *comm, const ParamStore *s, float *full, const char *group,
+                            bool write);
+
+/* A store on the GPU: its buffers (values, and the optimizer moments and EMA the trainer keeps beside
+ * them) are device memory: staged through the host. */
 static Status store_io(CkptFile *cf, Comm *comm, const ParamStore *s, float *full, const char *group, bool write) {
+    if (s->device != DEVICE_CUDA) return store_io_host(cf, comm, s, full, group, write);
+    size_t bytes = (size_t)(s->numel ? s->numel : 1) * sizeof(float);
+    float *host = malloc(bytes);
+    if (!host) return addc_error_set(ADDC_ERR_NOMEM, "checkpoint: out of memory staging %s", group);
+    Status st = write ? cuda_copy_to_host(host, full, bytes) : ADDC_OK;
+    if (st == ADDC_OK) st = store_io_host(cf, comm, s, host, group, write);
+    if (st == ADDC_OK && !write) st = cuda_copy_to_device(full, host, bytes);
+    if (st == ADDC_OK && !write) st = cuda_synchronize();
+    free(host);
+    return st;
+}
+
+static Status store_io_host(CkptFile *cf, Comm *comm, const ParamStore *s, float *full, const char *group,
+                            bool write) {
     int r = write ? comm_rank(comm) : 0, N = write ? comm_size(comm) : 1;
     float *conv = NULL;
     int64_t cap = 0;

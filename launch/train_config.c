@@ -7,6 +7,8 @@
 
 const char *const train_mode_names[TRAIN_MODE_COUNT] = {"add", "diffusion", "classify"};
 static const char *const student_init_names[] = {"teacher", "weights", "random"};
+static const char *const device_names[] = {"cpu", "cuda"}; /* Device order; meta is not a choice */
+static const char *const compute_names[] = {"f32", "bf16"}; /* DType order (DTYPE_F32, DTYPE_BF16) */
 static const char *const text_source_names[] = {"none", "encoder", "embeddings"};
 static const char *const text_layer_names[] = {"penultimate", "last"};
 static const char *const clean_names[] = {"open_clip", "hf"}; /* TokenizerClean order */
@@ -132,6 +134,10 @@ static const ConfigSchema eval_schema = CONFIG_SCHEMA("eval", eval_fields);
 static const ConfigField train_fields[] = {
     CONFIG_ENUM(TrainConfig, mode, "add", train_mode_names,
                 "add (distillation), diffusion (teacher training) or classify (feature / evaluation networks)"),
+    CONFIG_ENUM(TrainConfig, device, "cpu", device_names,
+                "where the networks and the step run: cpu, or cuda (one GPU per rank; one rank for now)"),
+    CONFIG_ENUM(TrainConfig, compute, "f32", compute_names,
+                "the dtype layers compute in: f32, or bf16 on cuda (fp32 master weights and optimizer state)"),
     CONFIG_INT(TrainConfig, seed, "0", 0, INT64_MAX, "seed of every draw of the run (core/rng.h)"),
     CONFIG_INT(TrainConfig, steps, "1000", 1, INT64_MAX, "optimizer steps"),
     CONFIG_INT(TrainConfig, batch, "8", 1, 1 << 20, "images per step"),
@@ -235,6 +241,8 @@ Status train_config_check(const TrainConfig *cfg) {
     if (cfg->data.channels != 1 && cfg->data.channels != 3)
         return addc_error_set(ADDC_ERR_INVALID, "data.channels: 1 or 3, not %lld", (long long)cfg->data.channels);
     TRY(need_model(&cfg->student, "student", "every run"));
+    if (cfg->compute == 1 && cfg->device != DEVICE_CUDA)
+        return addc_error_set(ADDC_ERR_INVALID, "compute: bf16 runs on device cuda only (the CPU kernels are f32)");
     if (classify) TRY(check_classify(cfg));
     if (!classify && cfg->codec.kind == LATENT_CODEC_VAE)
         TRY(need_model(&cfg->codec.vae, "codec.vae", "codec.kind vae"));

@@ -146,6 +146,9 @@ typedef struct TrainEvalConfig {
 
 typedef struct TrainConfig {
     int32_t mode; /* TrainMode */
+    int32_t device; /* Device: DEVICE_CPU or DEVICE_CUDA (the networks, the step and the optimizer on the
+                       GPU; the frozen text encoders stay on the CPU, their embeddings are copied up) */
+    int32_t compute; /* DType the layers compute in: f32, or bf16 (CUDA only; fp32 masters) */
     int64_t seed, steps, batch;
     int64_t log_every, save_every; /* steps; 0 = never (weights are saved at the end anyway) */
     TrainDataConfig data;

@@ -57,13 +57,17 @@ static Var *grid_denoise(Ctx *c, Var *z, int64_t t, void *user) {
     return generator_cfg_combine(c, unet_pred(c, g->unet, z, ts, g->uncond), cond, g->cfg);
 }
 
-/* images (B, S, S, C) in [-1, 1] -> canvas (H, W, C) at row y0, columns x0, x0 + S, ... */
-static void grid_paste(uint8_t *canvas, int64_t W, const Var *img, int64_t y0, int64_t x0) {
+/* images (B, S, S, C) in [-1, 1] (any device) -> canvas (H, W, C) at row y0, columns x0, x0 + S, ... */
+static Status grid_paste(uint8_t *canvas, int64_t W, const Var *img, int64_t y0, int64_t x0) {
     int64_t B = img->v.shape[0], S = img->v.shape[1], C = img->v.shape[3];
-    const float *x = img->v.data;
-    for (int64_t b = 0; b < B; b++)
+    float *x = malloc((size_t)(B * S * S * C) * sizeof(float));
+    if (!x) return addc_error_set(ADDC_ERR_NOMEM, "sample grid: out of memory");
+    Status st = var_download_f32(img, x);
+    for (int64_t b = 0; b < B && st == ADDC_OK; b++)
         for (int64_t i = 0; i < S; i++)
             generator_pixels_quantise(x + (b * S + i) * S * C, S * C, canvas + ((y0 + i) * W + x0 + b * S) * C);
+    free(x);
+    return st;
 }
 
 /* One row: the prompt's conditioning, then every block's images into the canvas. */
@@ -91,7 +95,7 @@ static Status grid_row(Ctx *c, Trainer *t, int32_t p, const GridBlock *blocks, i
         u->gradient_checkpointing = was;
         Var *img = z ? latent_decode(c, &t->codec, z) : NULL;
         if (!img) return addc_error_status();
-        grid_paste(canvas, W, img, p * S, k * (B * S + TRAIN_GRID_GAP));
+        TRY(grid_paste(canvas, W, img, p * S, k * (B * S + TRAIN_GRID_GAP)));
         arena_reset_to(c->arena, m);
     }
     return ADDC_OK;
@@ -106,15 +110,21 @@ Status train_grid_write(Trainer *t, const char *path) {
     uint8_t *canvas = malloc((size_t)(H * W * C));
     if (!canvas) return addc_error_set(ADDC_ERR_NOMEM, "sample grid: out of memory");
     memset(canvas, 255, (size_t)(H * W * C));
-    Arena arena;
+    /* an arena of its own (the step arena's peak stays the step's), with a device companion on cuda */
+    Arena arena, darena;
     arena_init(&arena, 16 << 20, 0);
-    Ctx ctx = ctx_make(&arena, NULL, DEVICE_CPU);
+    if (t->device == DEVICE_CUDA) {
+        arena_init_device(&darena, 64 << 20, 0);
+        arena_attach_device(&arena, &darena);
+    }
+    Ctx ctx = ctx_make(&arena, NULL, t->device);
     bool ema = c->mode == TRAIN_MODE_DIFFUSION && t->ema;
     if (ema) trainer_ema_swap(t);
     Status st = ADDC_OK;
     for (int32_t p = 0; p < c->sample.n_prompts && st == ADDC_OK; p++) st = grid_row(&ctx, t, p, blocks, nb, canvas, W);
     if (ema) trainer_ema_swap(t);
     arena_free(&arena);
+    if (t->device == DEVICE_CUDA) arena_free(&darena);
     if (st == ADDC_OK && path) st = generator_png_save(canvas, H, W, C, path); /* NULL: ranks > 0 */
     free(canvas);
     return st == ADDC_OK ? st : addc_error_context(st, "sample grid %s", path);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cuda.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "losses/draw.h"
@@ -73,11 +74,30 @@ static Status optimizer_init(Optimizer *o, ParamStore *p, Fsdp *f, Comm *comm, c
     o->grads = f ? fsdp_shard_grads(f) : p->grad;
     o->numel = f ? fsdp_shard_numel(f) : p->numel;
     o->total = total_steps;
+    o->step = 0;
+    if (p->device == DEVICE_CUDA) { /* the moments beside the weights */
+        size_t bytes = (size_t)(o->numel ? o->numel : 1) * sizeof(float);
+        TRY(cuda_mem_alloc(CUDA_MEM_OPTIM, (void **)&o->m, bytes));
+        TRY(cuda_mem_alloc(CUDA_MEM_OPTIM, (void **)&o->v, bytes));
+        TRY(cuda_memset(o->m, 0, bytes));
+        return cuda_memset(o->v, 0, bytes);
+    }
     o->m = calloc((size_t)o->numel, sizeof(float));
     o->v = calloc((size_t)o->numel, sizeof(float));
-    o->step = 0;
     if (!o->m || !o->v) return addc_error_set(ADDC_ERR_NOMEM, "optimizer state: out of memory");
     return ADDC_OK;
+}
+
+static void optimizer_free(Optimizer *o) {
+    if (o->params && o->params->device == DEVICE_CUDA) {
+        size_t bytes = (size_t)(o->numel ? o->numel : 1) * sizeof(float);
+        cuda_mem_free(CUDA_MEM_OPTIM, o->m, bytes);
+        cuda_mem_free(CUDA_MEM_OPTIM, o->v, bytes);
+    } else {
+        free(o->m);
+        free(o->v);
+    }
+    o->m = o->v = NULL;
 }
 
 static Status check_shapes(const Trainer *t) {
@@ -259,6 +279,11 @@ static Status check_captions(const Trainer *t) {
 
 static Status ema_init(Trainer *t) {
     if (!(t->cfg.ema_decay > 0)) return ADDC_OK;
+    if (t->device == DEVICE_CUDA) {
+        size_t bytes = (size_t)(t->opt_g.numel ? t->opt_g.numel : 1) * sizeof(float);
+        TRY(cuda_mem_alloc(CUDA_MEM_OPTIM, (void **)&t->ema, bytes));
+        return cuda_copy_device(t->ema, t->opt_g.values, (size_t)t->opt_g.numel * sizeof(float));
+    }
     t->ema = malloc((size_t)t->opt_g.numel * sizeof(float));
     if (!t->ema) return addc_error_set(ADDC_ERR_NOMEM, "ema: out of memory");
     memcpy(t->ema, t->opt_g.values, (size_t)t->opt_g.numel * sizeof(float));
@@ -283,6 +308,40 @@ static Status shard_all(Trainer *t) {
     TRY(shard(t, t->image_encoder, &t->fsdp_image_encoder, "image_encoder"));
     TRY(shard(t, t->heads, &t->fsdp_heads, "heads"));
     return shard(t, t->vae, &t->fsdp_vae, "codec.vae");
+}
+
+/* cfg.device cuda: every network's stores (the heads' spectral-norm state too) to the GPU. */
+static Status role_to_device(Model *m) {
+    if (!m) return ADDC_OK;
+    TRY(param_store_to_device(&m->params, DEVICE_CUDA));
+    if (m->state.n > 0 && m->state.allocated) TRY(param_store_to_device(&m->state, DEVICE_CUDA));
+    return ADDC_OK;
+}
+
+static Status device_start(Trainer *t) {
+    t->device = (Device)t->cfg.device;
+    if (t->device != DEVICE_CUDA) return ADDC_OK;
+    if (t->world > 1)
+        return addc_error_set(ADDC_ERR_UNSUPPORTED,
+                              "device cuda on %d ranks: sharding GPU stores (FSDP over NCCL) is not built yet; run one "
+                              "rank per job with device cuda, or device cpu on ranks",
+                              t->world);
+    if (cuda_device_count() == 0)
+        return addc_error_set(ADDC_ERR_UNSUPPORTED, "device cuda: no usable GPU (%s)", cuda_unavailable_reason());
+    TRY(cuda_init(0));
+    arena_init_device(&t->darena, 256 << 20, 0);
+    arena_attach_device(&t->arena, &t->darena);
+    return ADDC_OK;
+}
+
+static Status roles_to_device(Trainer *t) {
+    if (t->device != DEVICE_CUDA) return ADDC_OK;
+    TRY(role_to_device(t->student));
+    TRY(role_to_device(t->teacher));
+    TRY(role_to_device(t->feature));
+    TRY(role_to_device(t->image_encoder));
+    TRY(role_to_device(t->heads));
+    return role_to_device(t->vae);
 }
 
 /* The heads' BatchNormLocal normalises groups of virtual_bs samples: a group must not straddle
@@ -312,11 +371,13 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm, bool open_lo
     bool add = c->mode == TRAIN_MODE_ADD;
     arena_init(&t->arena, 64 << 20, 0);
     tape_init(&t->tape);
+    TRY(device_start(t));
     TRY(noise_schedule_init(&t->schedule, &c->loss.schedule));
 
     if (c->mode == TRAIN_MODE_CLASSIFY) { /* the student alone: images and labels in, logits out */
         TRY(role_build(&t->student, &c->student, "student", ROLE_CLASSIFIER, true));
         TRY(check_classifier(t));
+        TRY(roles_to_device(t));
         TRY(shard_all(t));
         TRY(optimizer_init(&t->opt_g, &t->student->params, t->fsdp_student, comm, &c->opt_g, c->steps));
         TRY(ema_init(t));
@@ -354,6 +415,7 @@ Status trainer_init(Trainer *t, const TrainConfig *cfg, Comm *comm, bool open_lo
     }
     TRY(check_shapes(t));
     TRY(check_groups(t));
+    TRY(roles_to_device(t));
     TRY(shard_all(t));
     t->teacher_sumsq = trainer_teacher_sumsq(t); /* over the shards as at the end: the same sum */
     if (add) TRY(optimizer_init(&t->opt_d, &t->heads->params, t->fsdp_heads, comm, &c->opt_d, c->steps));
@@ -381,11 +443,12 @@ void trainer_free(Trainer *t) {
     free(t->batch.images);
     free(t->batch.time_ids);
     free(t->batch.labels);
-    free(t->opt_g.m);
-    free(t->opt_g.v);
-    free(t->opt_d.m);
-    free(t->opt_d.v);
-    free(t->ema);
+    optimizer_free(&t->opt_g);
+    optimizer_free(&t->opt_d);
+    if (t->device == DEVICE_CUDA)
+        cuda_mem_free(CUDA_MEM_OPTIM, t->ema, (size_t)(t->opt_g.numel ? t->opt_g.numel : 1) * sizeof(float));
+    else
+        free(t->ema);
     text_cond_free(&t->text);
     role_free(&t->student);
     role_free(&t->teacher);
@@ -395,6 +458,7 @@ void trainer_free(Trainer *t) {
     role_free(&t->vae);
     tape_free(&t->tape);
     arena_free(&t->arena);
+    if (t->device == DEVICE_CUDA) arena_free(&t->darena);
 }
 
 /* ---- batch ---- */
@@ -462,6 +526,7 @@ Status trainer_next_batch(Trainer *t) {
 
 Var *batch_images(Ctx *c, const TrainBatch *b) {
     int64_t shape[4] = {b->B, b->S, b->S, b->C};
+    if (c->device == DEVICE_CUDA) return var_from_host(c, DTYPE_F32, 4, shape, b->images);
     return var_leaf(c, tensor_make(b->images, DTYPE_F32, DEVICE_CPU, 4, shape), false);
 }
 
@@ -474,9 +539,16 @@ static Status condition_build(Ctx *c, Trainer *t, const char *const *captions, i
                               TrainCond *out) {
     memset(out, 0, sizeof *out);
     const UNet2D *u = &t->student->net.unet;
-    out->time_ids = time_ids;
+    out->time_ids = var_to_device(c, time_ids, c->device);
     if (t->text.kind != TEXT_COND_NONE) {
-        TRY(text_cond_encode(c, &t->text, captions, B, &out->context, &out->pooled));
+        /* the frozen text encoders run on the CPU; their embeddings go to the step's device */
+        Ctx host = *c;
+        host.device = DEVICE_CPU;
+        host.tape = NULL;
+        TRY(text_cond_encode(&host, &t->text, captions, B, &out->context, &out->pooled));
+        out->context = var_to_device(c, out->context, c->device);
+        if (out->pooled) out->pooled = var_to_device(c, out->pooled, c->device);
+        if (!out->context) return addc_error_status();
     } else {
         int64_t cshape[3] = {B, 1, u->cfg.cross_attention_dim};
         out->context = zeros(c, 3, cshape);
@@ -516,7 +588,9 @@ Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCo
 
 Status text_condition_prompts(Ctx *c, Trainer *t, const char *const *captions, int64_t B, TrainCond *out) {
     int64_t tshape[2] = {B, 6};
-    Var *time_ids = var_new(c, DTYPE_F32, 2, tshape);
+    Ctx host = *c;
+    host.device = DEVICE_CPU; /* filled here, moved to the step's device by condition_build */
+    Var *time_ids = var_new(&host, DTYPE_F32, 2, tshape);
     if (!time_ids) return addc_error_status();
     float S = (float)t->cfg.data.size;
     for (int64_t i = 0; i < B; i++) {
@@ -530,10 +604,12 @@ Status text_condition_prompts(Ctx *c, Trainer *t, const char *const *captions, i
 Var *unet_pred(Ctx *c, const Model *m, Var *z, const int64_t *t, const TrainCond *cond) {
     if (!z) return NULL;
     int64_t B = z->v.shape[0];
-    Var *tv = var_new(c, DTYPE_F32, 1, &B);
+    float tf[B];
+    for (int64_t b = 0; b < B; b++) tf[b] = (float)t[b];
+    Var *tv = var_from_host(c, DTYPE_F32, 1, &B, tf);
     if (!tv) return NULL;
-    for (int64_t b = 0; b < B; b++) ((float *)tv->v.data)[b] = (float)t[b];
-    return unet2d_forward(c, &m->net.unet, z, tv, cond->context, cond->has_added ? &cond->added : NULL);
+    Var *y = unet2d_forward(c, &m->net.unet, z, tv, cond->context, cond->has_added ? &cond->added : NULL);
+    return y && y->v.dtype != DTYPE_F32 ? op_cast(c, y, DTYPE_F32) : y; /* a bf16 compute's output */
 }
 
 /* ---- discriminator ---- */
@@ -600,8 +676,15 @@ double optimizer_lr(const Optimizer *o) {
 
 Status optimizer_grads_reduce(Optimizer *o) { return o->fsdp ? fsdp_grads_flush(o->fsdp) : ADDC_OK; }
 
+static bool on_gpu(const Optimizer *o) { return o->params->device == DEVICE_CUDA; }
+
 double optimizer_grad_norm(Optimizer *o) {
-    double ss = sum_squares(o->grads, o->numel);
+    double ss = 0;
+    if (on_gpu(o)) {
+        if (cuda_sum_squares(o->grads, o->numel, &ss) != ADDC_OK) return NAN;
+    } else {
+        ss = sum_squares(o->grads, o->numel);
+    }
     if (o->fsdp && comm_allreduce(o->comm, &ss, &ss, 1, COMM_F64, COMM_SUM, "gradient norm") != ADDC_OK) return NAN;
     return sqrt(ss);
 }
@@ -611,25 +694,39 @@ void optimizer_zero_grad(Optimizer *o) {
     else param_store_zero_grad(o->params);
 }
 
-void optimizer_step(Optimizer *o, double norm) {
+Status optimizer_step(Optimizer *o, double norm) {
+    bool gpu = on_gpu(o);
     if (o->cfg->grad_clip > 0) { /* as grad_clip_global_norm (torch's clip_grad_norm_) */
         double coef = o->cfg->grad_clip / (norm + 1e-6);
-        if (coef < 1.0)
+        if (coef < 1.0 && gpu) TRY(cuda_scale_f32(o->grads, o->numel, (float)coef));
+        else if (coef < 1.0)
             for (int64_t i = 0; i < o->numel; i++) o->grads[i] *= (float)coef;
     }
     AdamWConfig a = {optimizer_lr(o), o->cfg->beta1, o->cfg->beta2, o->cfg->eps, o->cfg->weight_decay};
     o->step++;
-    adamw_update(o->values, o->grads, o->m, o->v, o->numel, &a, o->step);
+    if (gpu)
+        TRY(cuda_adamw_update(o->values, o->grads, o->m, o->v, o->numel, a.lr, a.beta1, a.beta2, a.eps, a.weight_decay,
+                              o->step));
+    else
+        adamw_update(o->values, o->grads, o->m, o->v, o->numel, &a, o->step);
     optimizer_zero_grad(o);
     if (o->fsdp) fsdp_invalidate(o->fsdp); /* the gathered units hold the old values */
+    return ADDC_OK;
 }
 
-void trainer_ema_update(Trainer *t) {
-    if (t->ema) ema_update(t->ema, t->opt_g.values, t->opt_g.numel, t->cfg.ema_decay);
+Status trainer_ema_update(Trainer *t) {
+    if (!t->ema) return ADDC_OK;
+    if (t->device == DEVICE_CUDA) return cuda_ema_update(t->ema, t->opt_g.values, t->opt_g.numel, t->cfg.ema_decay);
+    ema_update(t->ema, t->opt_g.values, t->opt_g.numel, t->cfg.ema_decay);
+    return ADDC_OK;
 }
 
 void trainer_ema_swap(Trainer *t) {
     if (!t->ema) return;
+    if (t->device == DEVICE_CUDA) {
+        cuda_swap_f32(t->opt_g.values, t->ema, t->opt_g.numel); /* a launch error shows at the next sync */
+        return;
+    }
     float *p = t->opt_g.values, *e = t->ema;
     for (int64_t i = 0; i < t->opt_g.numel; i++) {
         float x = p[i];
@@ -660,9 +757,15 @@ Status trainer_test_accuracy(Trainer *t, int64_t *correct, int64_t *total) {
     *correct = *total = 0;
     Loader *l = NULL;
     TRY(loader_open_for(t, true, &l));
-    Arena arena;
+    /* an arena of its own (the step arena's peak stays the step's), with a device companion on cuda */
+    Arena arena, darena;
     arena_init(&arena, 16 << 20, 0);
-    Ctx n = ctx_make(&arena, NULL, DEVICE_CPU);
+    if (t->device == DEVICE_CUDA) {
+        arena_init_device(&darena, 64 << 20, 0);
+        arena_attach_device(&arena, &darena);
+    }
+    Ctx n = ctx_make(&arena, NULL, t->device), host = ctx_make(&arena, NULL, DEVICE_CPU);
+    float *logits_h = malloc((size_t)c->eval.batch * (size_t)c->classes * sizeof(float));
     int32_t *labels = malloc((size_t)c->eval.batch * sizeof(int32_t));
     Status st = labels ? ADDC_OK : addc_error_set(ADDC_ERR_NOMEM, "eval: out of memory");
     bool done = false;
@@ -681,29 +784,37 @@ Status trainer_test_accuracy(Trainer *t, int64_t *correct, int64_t *total) {
         st = batch_labels(t, l, lb, labels);
         if (st != ADDC_OK) break;
         int64_t shape[4] = {B, lb->h, lb->w, c->data.channels};
-        Var *x = var_new(&n, DTYPE_F32, 4, shape);
-        if (!x) {
-            st = addc_error_status();
+        Var *x = var_new(&host, DTYPE_F32, 4, shape);
+        if (!x || !logits_h) {
+            st = x ? addc_error_set(ADDC_ERR_NOMEM, "eval: out of memory") : addc_error_status();
             break;
         }
         float *dst = x->v.data;
         for (int64_t i = 0; i < B * lb->h * lb->w; i++)
             for (int64_t ch = 0; ch < c->data.channels; ch++) dst[i * c->data.channels + ch] = lb->images[i * 3 + ch];
+        x = var_to_device(&n, x, n.device);
         Var *features, *logits;
-        st = model_classify(&n, t->student, x, &features, &logits);
+        st = x ? model_classify(&n, t->student, x, &features, &logits) : addc_error_status();
+        if (st == ADDC_OK) st = var_download_f32(logits, logits_h);
         if (st != ADDC_OK) break;
-        *correct += metrics_argmax_hits(logits->v.data, logits->v.shape[0], logits->v.shape[1], labels);
+        *correct += metrics_argmax_hits(logits_h, logits->v.shape[0], logits->v.shape[1], labels);
         *total += B;
         arena_reset(&arena);
     }
-    free(labels);
     arena_free(&arena);
+    if (t->device == DEVICE_CUDA) arena_free(&darena);
+    free(labels);
+    free(logits_h);
     loader_free(l);
     return st;
 }
 
 double trainer_teacher_sumsq(const Trainer *t) {
     if (!t->teacher) return 0.0;
+    if (t->teacher->params.device == DEVICE_CUDA) {
+        double ss;
+        return cuda_sum_squares(t->teacher->params.data, t->teacher->params.numel, &ss) == ADDC_OK ? ss : NAN;
+    }
     if (!t->fsdp_teacher) return sum_squares(t->teacher->params.data, t->teacher->params.numel);
     double ss = sum_squares(fsdp_shard_values(t->fsdp_teacher), fsdp_shard_numel(t->fsdp_teacher));
     return comm_allreduce(t->comm, &ss, &ss, 1, COMM_F64, COMM_SUM, "teacher checksum") == ADDC_OK ? ss : NAN;

@@ -12,7 +12,13 @@
  * reading every streams-th shard (loader rank v of streams); rank r owns streams
  * [r S/N, (r+1) S/N), i.e. the global samples [r B/N, (r+1) B/N), and every random draw is keyed
  * by the global sample index, so the step's math does not depend on N (to rounding). On one rank
- * nothing is sharded and the store buffers are used directly. */
+ * nothing is sharded and the store buffers are used directly.
+ *
+ * GPU (cfg.device cuda, one rank for now): the networks are built and loaded on the CPU, then every
+ * store moves to the device (nn/param.h param_store_to_device) with the optimizer moments and the EMA
+ * beside it; the step arena gets a device companion. The frozen text encoders stay on the CPU: their
+ * embeddings are copied up per batch (ADD-XL precomputes them anyway). Checkpoints and saved weights
+ * are staged through the host. */
 #ifndef ADDC_LAUNCH_TRAIN_SETUP_H
 #define ADDC_LAUNCH_TRAIN_SETUP_H
 
@@ -39,7 +45,7 @@ typedef struct Optimizer {
     Comm *comm;
     float *values, *grads; /* (numel) the store's data and grad, or the shards */
     int64_t numel;
-    float *m, *v; /* (numel) moments */
+    float *m, *v; /* (numel) moments, on the store's device */
     int64_t step; /* updates done */
     int64_t total; /* the run's steps (cosine decay) */
 } Optimizer;
@@ -80,7 +86,9 @@ typedef struct Trainer {
     int64_t first_sample; /* global index of this rank's first sample in a batch: rank * batch / world */
     TrainBatch batch;   /* this rank's batch / world samples */
     bool have_batch;
-    Arena arena;        /* the step arena */
+    Device device;      /* cfg.device: where the networks (all but the text encoders) and the step run */
+    Arena arena;        /* the step arena (host: bookkeeping, and tensors on the CPU) */
+    Arena darena;       /* its device companion on cuda */
     Tape tape;
     int64_t step;       /* optimizer steps done */
     double teacher_sumsq; /* at setup: the teacher must not change */
@@ -112,7 +120,8 @@ Status text_condition(Ctx *c, Trainer *t, double drop_prob, bool uncond, TrainCo
 /* The conditioning of B images captioned captions[0 .. B) (sample grids), time ids
  * (S, S, 0, 0, S, S) for data.size S. */
 Status text_condition_prompts(Ctx *c, Trainer *t, const char *const *captions, int64_t B, TrainCond *out);
-/* The UNet m's raw output (epsilon or v) at latents z (B, h, w, c), timesteps t (B). */
+/* The UNet m's raw output (epsilon or v) at latents z (B, h, w, c), timesteps t (B), f32 (computed in
+ * c->compute). */
 Var *unet_pred(Ctx *c, const Model *m, Var *z, const int64_t *t, const TrainCond *cond);
 
 /* The discriminator heads' inputs for images (B, S, S, C): the feature network's taps read out
@@ -133,11 +142,11 @@ Status optimizer_grads_reduce(Optimizer *o);
 /* The global gradient norm (all ranks' shards; collective). */
 double optimizer_grad_norm(Optimizer *o);
 /* Clips the gradients to the norm given, takes one AdamW step, zeroes the gradients. */
-void optimizer_step(Optimizer *o, double grad_norm);
+Status optimizer_step(Optimizer *o, double grad_norm);
 /* Drops the gradients (a skipped step). */
 void optimizer_zero_grad(Optimizer *o);
 /* ema = decay ema + (1 - decay) student */
-void trainer_ema_update(Trainer *t);
+Status trainer_ema_update(Trainer *t);
 /* Exchanges the student's weights and the EMA (no effect without one); twice restores both exactly. */
 void trainer_ema_swap(Trainer *t);
 

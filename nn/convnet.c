@@ -100,7 +100,7 @@ Status convnet_forward(Ctx *c, const ConvNet *m, Var *images, Var **features, Va
                                      m->gradient_checkpointing);
         if (i + 1 < cfg->n_widths) x = conv2d_forward(c, &m->downsample[i], x);
     }
-    x = op_silu(c, group_norm_forward(c, &m->norm_out, x));
+    x = group_norm_silu_forward(c, &m->norm_out, x);
     if (!x) return addc_error_status();
     int64_t B = x->v.shape[0], C = x->v.shape[3], pooled[4] = {B, 1, 1, C}, flat[2] = {B, C};
     Var *f = op_reshape(c, op_mean_to(c, x, 4, pooled), 2, flat);

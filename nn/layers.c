@@ -20,7 +20,16 @@ Status linear_init(Linear *l, ParamStore *s, const char *prefix, int64_t din, in
     return ADDC_OK;
 }
 
-Var *linear_forward(Ctx *c, const Linear *l, Var *x) { return op_linear(c, x, l->weight, l->bias); }
+/* x or a parameter in the context's compute dtype: a bf16 context reads the fp32 masters through
+ * op_cast, whose backward accumulates the f32 gradient into the master's. */
+static Var *in_compute(Ctx *c, Var *v) {
+    if (!v || v->v.dtype == c->compute) return v;
+    return op_cast(c, v, c->compute);
+}
+
+Var *linear_forward(Ctx *c, const Linear *l, Var *x) {
+    return op_linear(c, in_compute(c, x), in_compute(c, l->weight), in_compute(c, l->bias));
+}
 
 Status conv2d_init(Conv2d *m, ParamStore *s, const char *prefix, int64_t cin, int64_t cout, int k, int stride,
                    int pad, bool bias) {
@@ -36,7 +45,9 @@ Status conv2d_init(Conv2d *m, ParamStore *s, const char *prefix, int64_t cin, in
     return ADDC_OK;
 }
 
-Var *conv2d_forward(Ctx *c, const Conv2d *m, Var *x) { return op_conv2d(c, x, m->weight, m->bias, m->stride, m->pad); }
+Var *conv2d_forward(Ctx *c, const Conv2d *m, Var *x) {
+    return op_conv2d(c, in_compute(c, x), in_compute(c, m->weight), in_compute(c, m->bias), m->stride, m->pad);
+}
 
 static Status norm_init(Norm *n, ParamStore *s, const char *prefix, int groups, int64_t channels, double eps,
                         bool affine) {
@@ -60,11 +71,18 @@ Status group_norm_init(Norm *n, ParamStore *s, const char *prefix, int groups, i
 }
 
 Var *group_norm_forward(Ctx *c, const Norm *n, Var *x) {
-    return op_group_norm(c, x, n->weight, n->bias, n->groups, n->eps);
+    return op_group_norm(c, in_compute(c, x), in_compute(c, n->weight), in_compute(c, n->bias), n->groups, n->eps);
+}
+
+Var *group_norm_silu_forward(Ctx *c, const Norm *n, Var *x) {
+    return op_group_norm_silu(c, in_compute(c, x), in_compute(c, n->weight), in_compute(c, n->bias), n->groups,
+                              n->eps);
 }
 
 Status layer_norm_init(Norm *n, ParamStore *s, const char *prefix, int64_t channels, double eps, bool affine) {
     return norm_init(n, s, prefix, 1, channels, eps, affine);
 }
 
-Var *layer_norm_forward(Ctx *c, const Norm *n, Var *x) { return op_layer_norm(c, x, n->weight, n->bias, n->eps); }
+Var *layer_norm_forward(Ctx *c, const Norm *n, Var *x) {
+    return op_layer_norm(c, in_compute(c, x), in_compute(c, n->weight), in_compute(c, n->bias), n->eps);
+}

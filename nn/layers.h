@@ -40,6 +40,8 @@ Var *conv2d_forward(Ctx *c, const Conv2d *m, Var *x);
 Status group_norm_init(Norm *n, ParamStore *s, const char *prefix, int groups, int64_t channels, double eps,
                        bool affine);
 Var *group_norm_forward(Ctx *c, const Norm *n, Var *x);
+/* silu(group_norm(x)) as one fused op (the pair every UNet and VAE resnet opens with) */
+Var *group_norm_silu_forward(Ctx *c, const Norm *n, Var *x);
 Status layer_norm_init(Norm *n, ParamStore *s, const char *prefix, int64_t channels, double eps, bool affine);
 Var *layer_norm_forward(Ctx *c, const Norm *n, Var *x);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cuda.h"
 #include "core/rng.h"
 
 #define PARAM_BLOCK 256
@@ -30,9 +31,64 @@ void param_store_free(ParamStore *s) {
         b = n;
     }
     free(s->units);
+    if (s->device == DEVICE_CUDA) {
+        size_t bytes = (size_t)(s->numel ? s->numel : 1) * sizeof(float);
+        cuda_mem_free(CUDA_MEM_PARAMS, s->data, bytes);
+        cuda_mem_free(CUDA_MEM_GRADS, s->grad, bytes);
+    } else {
+        free(s->data);
+        free(s->grad);
+    }
+    memset(s, 0, sizeof *s);
+}
+
+Status param_store_to_device(ParamStore *s, Device dev) {
+    if (dev != DEVICE_CUDA)
+        return addc_error_set(ADDC_ERR_INVALID, "param_store_to_device: only cuda is a target, not %s", device_name(dev));
+    if (s->device != DEVICE_CPU || !s->allocated || !s->data)
+        return addc_error_set(ADDC_ERR_INVALID, "param_store_to_device: the store must be allocated on the cpu "
+                                                "(it is on %s%s)",
+                              device_name(s->device), s->allocated ? "" : ", not allocated");
+    size_t bytes = (size_t)(s->numel ? s->numel : 1) * sizeof(float);
+    float *d = NULL, *g = NULL;
+    TRY(cuda_mem_alloc(CUDA_MEM_PARAMS, (void **)&d, bytes));
+    Status st = cuda_copy_to_device(d, s->data, bytes);
+    if (st == ADDC_OK && s->grad) {
+        st = cuda_mem_alloc(CUDA_MEM_GRADS, (void **)&g, bytes);
+        if (st == ADDC_OK) st = cuda_memset(g, 0, bytes);
+    }
+    if (st == ADDC_OK) st = cuda_synchronize(); /* the host buffer goes next */
+    if (st != ADDC_OK) {
+        cuda_mem_free(CUDA_MEM_PARAMS, d, bytes);
+        if (g) cuda_mem_free(CUDA_MEM_GRADS, g, bytes);
+        return st;
+    }
     free(s->data);
     free(s->grad);
-    memset(s, 0, sizeof *s);
+    s->data = d;
+    s->grad = g;
+    s->device = DEVICE_CUDA;
+    for (int32_t i = 0; i < s->n; i++) {
+        Param *p = param_store_get(s, i);
+        p->var.v.data = d + p->offset;
+        p->var.v.device = DEVICE_CUDA;
+        p->var.g.data = g ? g + p->offset : NULL;
+        p->var.g.device = DEVICE_CUDA;
+    }
+    return ADDC_OK;
+}
+
+Status param_store_download(const ParamStore *s, float *values, float *grad) {
+    size_t bytes = (size_t)s->numel * sizeof(float);
+    if (!s->data) return addc_error_set(ADDC_ERR_INVALID, "param_store_download: the store has no values");
+    if (s->device == DEVICE_CUDA) {
+        TRY(cuda_copy_to_host(values, s->data, bytes));
+        if (grad && s->grad) TRY(cuda_copy_to_host(grad, s->grad, bytes));
+        return ADDC_OK;
+    }
+    memcpy(values, s->data, bytes);
+    if (grad && s->grad) memcpy(grad, s->grad, bytes);
+    return ADDC_OK;
 }
 
 Param *param_store_get(ParamStore *s, int32_t i) {
@@ -180,7 +236,11 @@ Status param_store_init_random(ParamStore *s, uint64_t seed) {
 }
 
 void param_store_zero_grad(ParamStore *s) {
-    if (s->grad) memset(s->grad, 0, (size_t)s->numel * sizeof(float));
+    if (!s->grad) return;
+    if (s->device == DEVICE_CUDA)
+        cuda_memset(s->grad, 0, (size_t)s->numel * sizeof(float)); /* ordered before the next kernels */
+    else
+        memset(s->grad, 0, (size_t)s->numel * sizeof(float));
 }
 
 char *param_name(char *out, const char *prefix, const char *suffix) {

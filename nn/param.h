@@ -47,7 +47,7 @@ typedef struct ParamStore {
     int32_t n;                 /* parameters */
     ParamUnit *units;
     int32_t n_units, cap_units;
-    Device device;             /* DEVICE_CPU or DEVICE_META */
+    Device device;             /* DEVICE_CPU, DEVICE_CUDA (after param_store_to_device) or DEVICE_META */
     float *data;               /* (numel) values, NULL on meta */
     float *grad;               /* (numel) gradients, NULL when not trainable or on meta */
     int64_t numel;
@@ -68,6 +68,14 @@ Var *param_new(ParamStore *s, const char *name, int32_t ndim, const int64_t *sha
 /* Allocates the flat buffers (values zeroed; gradients too when `trainable`) and binds every
  * parameter's Var. On meta, only marks the store allocated. */
 Status param_store_alloc(ParamStore *s, bool trainable);
+
+/* Moves an allocated CPU store to the GPU: values (category params) copied, gradients (category
+ * grads) zeroed there, every parameter's Var rebound to the device buffers, the host buffers
+ * freed. The store's layout, units and names are unchanged. */
+Status param_store_to_device(ParamStore *s, Device dev);
+/* Copies the values (and, when grad is set and the store has them, the gradients) of any store into
+ * host f32 buffers of s->numel elements. */
+Status param_store_download(const ParamStore *s, float *values, float *grad);
 
 Param *param_store_get(ParamStore *s, int32_t i); /* 0 <= i < n */
 Param *param_store_find(ParamStore *s, const char *name);

@@ -362,7 +362,7 @@ Var *unet2d_forward(Ctx *c, const UNet2D *m, Var *sample, Var *timesteps, Var *e
         }
         if (b->has_sampler) h = upsample_forward(c, &b->sampler, h);
     }
-    h = op_silu(c, group_norm_forward(c, &m->conv_norm_out, h));
+    h = group_norm_silu_forward(c, &m->conv_norm_out, h);
     return conv2d_forward(c, &m->conv_out, h);
 }
 

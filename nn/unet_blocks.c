@@ -33,14 +33,14 @@ static Var *resnet_region(Ctx *c, Var *const *in, int n_in, void *user) {
     Var *x = in[0];
     if (n_in - (has_temb ? 1 : 0) == 2) x = op_concat(c, x, in[1], -1);
     Var *temb = has_temb ? in[n_in - 1] : NULL;
-    Var *h = conv2d_forward(c, &r->conv1, op_silu(c, group_norm_forward(c, &r->norm1, x)));
+    Var *h = conv2d_forward(c, &r->conv1, group_norm_silu_forward(c, &r->norm1, x));
     if (temb) {
         Var *t = linear_forward(c, &r->time_emb_proj, temb);
         if (!t || !h) return NULL;
         int64_t sh[4] = {t->v.shape[0], 1, 1, t->v.shape[1]};
         h = op_add(c, h, op_reshape(c, t, 4, sh));
     }
-    h = conv2d_forward(c, &r->conv2, op_silu(c, group_norm_forward(c, &r->norm2, h)));
+    h = conv2d_forward(c, &r->conv2, group_norm_silu_forward(c, &r->norm2, h));
     if (r->conv_shortcut.weight) x = conv2d_forward(c, &r->conv_shortcut, x);
     Var *y = op_add(c, x, h);
     if (r->output_scale_factor != 1.0) y = op_scale(c, y, 1.0 / r->output_scale_factor, 0.0);

@@ -225,7 +225,7 @@ static Var *pad_right_bottom(Ctx *c, Var *x) {
 }
 
 static Var *tail_forward(Ctx *c, const Norm *norm, const Conv2d *conv, Var *h) {
-    return conv2d_forward(c, conv, op_silu(c, group_norm_forward(c, norm, h)));
+    return conv2d_forward(c, conv, group_norm_silu_forward(c, norm, h));
 }
 
 static bool check_image(const AutoencoderKL *m, Var *x, int64_t channels, int64_t mult, const char *what) {
@@ -263,13 +263,19 @@ Status vae_encode(Ctx *c, const AutoencoderKL *m, Var *x, Var **mean, Var **logv
 
 Var *vae_noise(Ctx *c, const AutoencoderKL *m, int64_t B, int64_t h, int64_t w, const RngKey *key) {
     int64_t shape[4] = {B, h, w, m->cfg.latent_channels}, per = h * w * m->cfg.latent_channels;
-    Var *eps = var_new(c, DTYPE_F32, 4, shape);
-    if (!eps || !eps->v.data) return eps;
+    if (c->device == DEVICE_META) return var_new(c, DTYPE_F32, 4, shape);
+    float *host = malloc((size_t)(B * per > 0 ? B * per : 1) * sizeof(float));
+    if (!host) {
+        addc_error_set(ADDC_ERR_NOMEM, "vae noise: out of memory");
+        return NULL;
+    }
     for (int64_t b = 0; b < B; b++) {
         RngKey k = *key;
         k.index += (uint64_t)b;
-        rng_fill_normal(&k, 0, per, (float *)eps->v.data + b * per);
+        rng_fill_normal(&k, 0, per, host + b * per);
     }
+    Var *eps = var_from_host(c, DTYPE_F32, 4, shape, host); /* the same draws on any device */
+    free(host);
     return eps;
 }
 
@@ -285,17 +291,25 @@ Var *vae_encode_latents(Ctx *c, const AutoencoderKL *m, Var *x, Var *eps) {
             return NULL;
         }
         /* std * eps, outside the tape: the sample's gradient reaches the mean only */
-        Var *noise = var_new(c, DTYPE_F32, 4, mean->v.shape);
-        if (!noise) return NULL;
-        if (noise->v.data) {
-            const float *lv = logvar->v.data, *e = eps->v.data;
-            float *o = noise->v.data;
-            int64_t n = tensor_numel(&noise->v);
-            for (int64_t i = 0; i < n; i++) {
-                double l = lv[i] < -30.0f ? -30.0 : lv[i] > 20.0f ? 20.0 : lv[i];
-                o[i] = (float)(exp(0.5 * l) * e[i]);
+        Var *noise = NULL;
+        int64_t n = tensor_numel(&mean->v);
+        if (c->device == DEVICE_META) {
+            noise = var_new(c, DTYPE_F32, 4, mean->v.shape);
+        } else { /* on the host (a GPU's logvar and eps copied down, the noise copied up: small) */
+            float *lv = malloc((size_t)(n ? n : 1) * sizeof(float)), *e = malloc((size_t)(n ? n : 1) * sizeof(float));
+            Status st = lv && e ? var_download_f32(logvar, lv) : addc_error_set(ADDC_ERR_NOMEM, "vae: out of memory");
+            if (st == ADDC_OK) st = var_download_f32(eps, e);
+            if (st == ADDC_OK) {
+                for (int64_t i = 0; i < n; i++) {
+                    double l = lv[i] < -30.0f ? -30.0 : lv[i] > 20.0f ? 20.0 : lv[i];
+                    e[i] = (float)(exp(0.5 * l) * e[i]);
+                }
+                noise = var_from_host(c, DTYPE_F32, 4, mean->v.shape, e);
             }
+            free(lv);
+            free(e);
         }
+        if (!noise) return NULL;
         z = op_add(c, mean, noise);
     }
     double sf = m->cfg.scaling_factor;

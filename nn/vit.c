@@ -144,10 +144,9 @@ void dinov2_free(Dinov2 *m) {
 
 /* a constant (C) vector from the arena (no data on meta) */
 static Var *channel_const(Ctx *c, const double *v, int64_t C) {
-    Var *x = var_new(c, DTYPE_F32, 1, &C);
-    if (x && x->v.data)
-        for (int64_t i = 0; i < C; i++) ((float *)x->v.data)[i] = (float)v[i];
-    return x;
+    float f[C > 0 ? C : 1];
+    for (int64_t i = 0; i < C; i++) f[i] = (float)v[i];
+    return var_from_host(c, DTYPE_F32, 1, &C, f);
 }
 
 Var *dinov2_preprocess(Ctx *c, const Dinov2 *m, Var *image) {

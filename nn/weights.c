@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cuda.h"
 #include "core/parallel.h"
 
 #define WEIGHTS_REPORT_SHOWN 8 /* names per kind quoted in an error message */
@@ -302,6 +303,7 @@ typedef struct SaveCtx {
     Param **params;
     DType dt;
     float *scratch; /* f32, largest parameter */
+    float *staged;  /* f32, largest parameter: a GPU store's values copied down */
 } SaveCtx;
 
 static Status save_fill(void *user, int32_t i, void *dst) {
@@ -309,6 +311,10 @@ static Status save_fill(void *user, int32_t i, void *dst) {
     const Param *p = c->params[i];
     int64_t n = tensor_numel(&p->var.v);
     const float *src = p->var.v.data;
+    if (p->var.v.device == DEVICE_CUDA) {
+        TRY(cuda_copy_to_host(c->staged, src, (size_t)n * sizeof(float)));
+        src = c->staged;
+    }
     if (p->layout != PARAM_PLAIN) {
         float *f = c->dt == DTYPE_F32 ? dst : c->scratch;
         weights_layout_to_file(p, src, f);
@@ -341,13 +347,15 @@ Status weights_save(const ParamStore *s, const char *path, DType dt, const char 
         t[i].nbytes = n * (int64_t)dtype_size(dt);
         if (n > maxn) maxn = n;
     }
-    SaveCtx c = {params, dt, malloc((size_t)maxn * sizeof(float))};
+    bool gpu = s->device == DEVICE_CUDA;
+    SaveCtx c = {params, dt, malloc((size_t)maxn * sizeof(float)), gpu ? malloc((size_t)maxn * sizeof(float)) : NULL};
     Status r;
-    if (!t || !params || !c.scratch)
+    if (!t || !params || !c.scratch || (gpu && !c.staged))
         r = addc_error_set(ADDC_ERR_NOMEM, "weights: out of memory saving %s", path);
     else
         r = safetensors_write_fill(path, t, s->n, metadata_json ? metadata_json : "{\"format\":\"pt\"}", save_fill, &c);
     free(c.scratch);
+    free(c.staged);
     free(params);
     free(t);
     return r;
