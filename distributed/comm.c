@@ -12,7 +12,13 @@
  * chunk (slower, but no staging copy of the whole send buffer).
  *
  * COMM_BF16: f32 buffers in memory, bf16 (round to nearest even) on the wire; reductions add bf16
- * pairs in f32 and round back (user MPI_Ops), and results are widened to f32 on completion. */
+ * pairs in f32 and round back (user MPI_Ops), and results are widened to f32 on completion.
+ *
+ * Device buffers (after comm_enable_device): each post_* function validates and counts the call as
+ * for host buffers, then hands it to distributed/comm_nccl.c when its buffers are CUDA device
+ * memory; the request then carries a device work item instead of MPI requests. The device side's
+ * watchdog reports through watchdog_fire_named, so a hung device collective ends the job with the
+ * same line as a hung MPI one. */
 #include "distributed/comm.h"
 
 #include <assert.h>
@@ -26,6 +32,7 @@
 #include <unistd.h>
 
 #include "core/parallel.h"
+#include "distributed/comm_nccl.h"
 
 enum { COMM_SIDE_TAG = 7001, COMM_ABORT_CODE = 70,  COMM_INLINE_REQS = 4, COMM_PHASE_CAP = 96 };
 #define COMM_CHUNK_DEFAULT ((int64_t)(INT_MAX / 8))
@@ -39,10 +46,11 @@ typedef enum CommKind {
     COMM_KIND_ALLGATHER,
     COMM_KIND_REDUCE_SCATTER,
     COMM_KIND_GATHERV,
+    COMM_KIND_NCCL_INIT, /* comm_enable_device's NCCL set-up, watched like a collective */
     COMM_KIND_COUNT
 } CommKind;
-static const char *const comm_kind_names[] = {"barrier",   "broadcast",      "allreduce",
-                                              "allgather", "reduce_scatter", "gatherv"};
+static const char *const comm_kind_names[] = {"barrier",   "broadcast",      "allreduce", "allgather",
+                                              "reduce_scatter", "gatherv", "nccl_init"};
 _Static_assert(sizeof comm_kind_names / sizeof comm_kind_names[0] == COMM_KIND_COUNT, "kind names");
 
 struct Comm {
@@ -59,6 +67,7 @@ struct Comm {
     int hang_rank;      /* ADDC_TEST_HANG; -1: none */
     int64_t hang_seq;
     int64_t chunk; /* max elements per MPI call */
+    CommDev *dev;  /* comm_enable_device ran; NULL: every buffer is host memory */
 };
 
 struct CommRequest {
@@ -73,6 +82,8 @@ struct CommRequest {
     const uint16_t *widen_src; /* on completion: widen_n bf16 from widen_src into widen_dst */
     float *widen_dst;
     int64_t widen_n;
+    bool device;           /* device buffers: dev_work instead of MPI requests */
+    CommDevWork *dev_work; /* NULL when nothing is left in flight (solo, count 0) */
 };
 
 static Comm comm_the;
@@ -276,6 +287,10 @@ Status comm_world(Comm **out) {
 void comm_finalize(void) {
     if (!comm_started || comm_finished) return;
     Comm *c = &comm_the;
+    if (c->dev) {
+        comm_dev_close(c->dev, true);
+        c->dev = NULL;
+    }
     if (c->mpi) {
         for (int i = 0; i < 3; i++) MPI_Op_free(&c->bf16_ops[i]);
         MPI_Comm_free(&c->side);
@@ -298,7 +313,10 @@ bool comm_is_mpi(const Comm *c) { return c->mpi; }
 void *comm_mpi_handle(Comm *c) { return c->mpi ? &c->coll : NULL; }
 
 void comm_set_phase(Comm *c, const char *phase) { snprintf(c->phase, sizeof c->phase, "%s", phase ? phase : ""); }
-void comm_set_timeout(Comm *c, double seconds) { c->timeout_s = seconds; }
+void comm_set_timeout(Comm *c, double seconds) {
+    c->timeout_s = seconds;
+    if (c->dev) comm_dev_set_timeout(c->dev, seconds);
+}
 double comm_timeout(const Comm *c) { return c->timeout_s; }
 
 int64_t comm_bytes_sent_take(Comm *c) {
@@ -316,11 +334,12 @@ typedef struct SideMsg {
 } SideMsg;
 
 /* After a timeout: tell every other rank what we wait in, listen for a grace period, name the
- * ranks not heard from, and end the job. */
-static _Noreturn void watchdog_fire(Comm *c, const CommRequest *r) {
+ * ranks not heard from, and end the job (aborting NCCL first when it is in use). */
+static _Noreturn void watchdog_fire_named(Comm *c, CommKind kind, int64_t seq, const char *what, const char *phase) {
+    if (c->dev) comm_dev_firing(c->dev);
     int n = c->size;
-    SideMsg mine = {.seq = r->seq, .kind = (int32_t)r->kind};
-    snprintf(mine.what, sizeof mine.what, "%s", r->what);
+    SideMsg mine = {.seq = seq, .kind = (int32_t)kind};
+    snprintf(mine.what, sizeof mine.what, "%s", what);
     MPI_Request *sends = calloc((size_t)n, sizeof *sends);
     SideMsg *theirs = calloc((size_t)n, sizeof *theirs);
     bool *heard = calloc((size_t)n, sizeof *heard);
@@ -359,7 +378,7 @@ static _Noreturn void watchdog_fire(Comm *c, const CommRequest *r) {
     if (!f) f = stderr;
     fprintf(f,
             "addc: rank %d: collective '%s' (%s #%lld) in phase '%s' timed out after %g s; ranks not in it: ", c->rank,
-            r->what, comm_kind_names[r->kind], (long long)r->seq, c->phase, c->timeout_s);
+            what, comm_kind_names[kind], (long long)seq, phase, c->timeout_s);
     if (!heard) {
         fprintf(f, "unknown (out of memory)");
     } else if (n_heard == n) {
@@ -373,7 +392,7 @@ static _Noreturn void watchdog_fire(Comm *c, const CommRequest *r) {
             }
     }
     for (int q = 0; heard && q < n; q++) {
-        if (q == c->rank || !heard[q] || theirs[q].seq == r->seq) continue;
+        if (q == c->rank || !heard[q] || theirs[q].seq == seq) continue;
         int k = theirs[q].kind >= 0 && theirs[q].kind < COMM_KIND_COUNT ? theirs[q].kind : 0;
         fprintf(f, "; rank %d waits in '%s' (%s #%lld)", q, theirs[q].what, comm_kind_names[k],
                 (long long)theirs[q].seq);
@@ -384,8 +403,23 @@ static _Noreturn void watchdog_fire(Comm *c, const CommRequest *r) {
         fputs(line, stderr);
     }
     fflush(stderr);
+    if (c->dev) comm_dev_abort(c->dev);
     MPI_Abort(MPI_COMM_WORLD, COMM_ABORT_CODE);
     _exit(COMM_ABORT_CODE);
+}
+
+static _Noreturn void watchdog_fire(Comm *c, const CommRequest *r) {
+    watchdog_fire_named(c, r->kind, r->seq, r->what, c->phase);
+}
+
+/* Device collectives in flight: retires the completed ones and fires the watchdog for one that
+ * started on the device more than the timeout ago (the list is empty without comm_enable_device
+ * on an MPI communicator). watch/watch_done: see comm_dev_poll. */
+static Status device_poll(Comm *c, CommDevWork *watch, bool *watch_done) {
+    CommDevTimeout to;
+    Status st = comm_dev_poll(c->dev, watch, watch_done, &to);
+    if (to.fired) watchdog_fire_named(c, (CommKind)to.kind, to.seq, to.what, to.phase);
+    return st;
 }
 
 /* ---- requests ---- */
@@ -400,6 +434,7 @@ static void request_release(CommRequest *r) {
 
 /* Validated arguments come in; counts the collective, applies the hang hook, readies *r. */
 static Status request_begin(Comm *c, CommRequest *r, CommKind kind, const char *what, int64_t n_mpi_calls) {
+    if (c->dev) TRY(device_poll(c, NULL, NULL));
     memset(r, 0, sizeof *r);
     r->kind = kind;
     snprintf(r->what, sizeof r->what, "%s", what_or_default(what));
@@ -518,6 +553,27 @@ static Status check_buf(CommKind kind, const char *what, const void *p, int64_t 
 
 static void bytes_add(Comm *c, int64_t n) { c->bytes_sent += n; }
 
+/* *device: the buffers are CUDA device memory (only once comm_enable_device ran; before, every
+ * buffer is taken for host memory and nothing of CUDA is touched). A host/device mix is refused. */
+static Status route(Comm *c, CommKind kind, const char *what, const void *a, const char *a_name, const void *b,
+                    const char *b_name, bool *device) {
+    *device = false;
+    if (!c->dev) return ADDC_OK;
+    return comm_dev_where(c->dev, comm_kind_names[kind], what_or_default(what), a, a_name, b, b_name, device);
+}
+
+/* Hands a begun, counted request with device buffers to comm_nccl.c. */
+static Status post_device(Comm *c, CommRequest *r, CommDevColl coll, const void *send, void *recv, int64_t count,
+                          CommDType dt, CommOp op, int root) {
+    r->device = true;
+    CommDevTag tag = {.seq = r->seq, .kind = (int)r->kind, .kind_name = comm_kind_names[r->kind], .what = r->what,
+                      .phase = c->phase};
+    bool stalled = false;
+    Status st = comm_dev_post(c->dev, coll, send, recv, count, dt, op, root, &tag, &r->dev_work, &stalled);
+    if (stalled) watchdog_fire(c, r);
+    return st;
+}
+
 static Status post_allreduce(Comm *c, const void *send, void *recv, int64_t count, CommDType dt, CommOp op,
                              const char *what, CommRequest *r) {
     TRY(check_common(c, COMM_KIND_ALLREDUCE, what, count, dt));
@@ -528,8 +584,11 @@ static Status post_allreduce(Comm *c, const void *send, void *recv, int64_t coun
     if (send != recv && ranges_overlap(send, bytes, recv, bytes))
         return addc_error_set(ADDC_ERR_INVALID, "allreduce '%s': send and recv overlap without being equal",
                               what_or_default(what));
-    TRY(request_begin(c, r, COMM_KIND_ALLREDUCE, what, chunk_count(c, count)));
+    bool dev = false;
+    TRY(route(c, COMM_KIND_ALLREDUCE, what, send, "send", recv, "recv", &dev));
+    TRY(request_begin(c, r, COMM_KIND_ALLREDUCE, what, dev ? 1 : chunk_count(c, count)));
     bytes_add(c, count * (int64_t)dtype_wire_size(dt));
+    if (dev) return post_device(c, r, COMM_DEV_ALLREDUCE, send, recv, count, dt, op, 0);
     /* The reduction runs in place on `buf`: recv (after a copy of send), or the bf16 staging. */
     void *buf = recv;
     if (dt == COMM_BF16) {
@@ -563,8 +622,11 @@ static Status post_broadcast(Comm *c, void *buf, int64_t count, CommDType dt, in
     if (root < 0 || root >= c->size)
         return addc_error_set(ADDC_ERR_INVALID, "broadcast '%s': root %d out of range [0, %d)", what_or_default(what),
                               root, c->size);
-    TRY(request_begin(c, r, COMM_KIND_BROADCAST, what, chunk_count(c, count)));
+    bool dev = false;
+    TRY(route(c, COMM_KIND_BROADCAST, what, buf, "data", NULL, NULL, &dev));
+    TRY(request_begin(c, r, COMM_KIND_BROADCAST, what, dev ? 1 : chunk_count(c, count)));
     if (c->rank == root) bytes_add(c, count * (int64_t)dtype_wire_size(dt));
+    if (dev) return post_device(c, r, COMM_DEV_BROADCAST, buf, buf, count, dt, COMM_SUM, root);
     void *wbuf = buf;
     if (dt == COMM_BF16) {
         TRY(request_wire_alloc(r, count, r->what));
@@ -598,8 +660,11 @@ static Status post_allgather(Comm *c, const void *send, void *recv, int64_t coun
         return addc_error_set(ADDC_ERR_INVALID,
                               "allgather '%s': send overlaps recv without being this rank's block of it",
                               what_or_default(what));
-    TRY(request_begin(c, r, COMM_KIND_ALLGATHER, what, chunk_count(c, count)));
+    bool dev = false;
+    TRY(route(c, COMM_KIND_ALLGATHER, what, send, "send", recv, "recv", &dev));
+    TRY(request_begin(c, r, COMM_KIND_ALLGATHER, what, dev ? 1 : chunk_count(c, count)));
     bytes_add(c, count * (int64_t)dtype_wire_size(dt));
+    if (dev) return post_device(c, r, COMM_DEV_ALLGATHER, send, recv, count, dt, COMM_SUM, 0);
     const void *wsend = send;
     void *wrecv = recv;
     if (dt == COMM_BF16) {
@@ -655,10 +720,13 @@ static Status post_reduce_scatter(Comm *c, const void *send, void *recv, int64_t
     size_t m = dtype_mem_size(dt);
     if (ranges_overlap(send, (size_t)count * m * (size_t)c->size, recv, (size_t)count * m))
         return addc_error_set(ADDC_ERR_INVALID, "reduce_scatter '%s': send and recv overlap", what_or_default(what));
-    int64_t chunks = chunk_count(c, count);
+    bool dev = false;
+    TRY(route(c, COMM_KIND_REDUCE_SCATTER, what, send, "send", recv, "recv", &dev));
+    int64_t chunks = dev ? 1 : chunk_count(c, count);
     TRY(request_begin(c, r, COMM_KIND_REDUCE_SCATTER, what, chunks == 1 ? 1 : chunks * c->size));
     int64_t total = count * c->size;
     bytes_add(c, total * (int64_t)dtype_wire_size(dt));
+    if (dev) return post_device(c, r, COMM_DEV_REDUCE_SCATTER, send, recv, count, dt, op, 0);
     const void *wsend = send;
     void *wrecv = recv;
     if (dt == COMM_BF16) {
@@ -711,6 +779,11 @@ static Status post_gatherv(Comm *c, const void *send, int64_t n, void *recv, con
     const char *wh = what_or_default(what);
     if (root < 0 || root >= c->size)
         return addc_error_set(ADDC_ERR_INVALID, "gatherv '%s': root %d out of range [0, %d)", wh, root, c->size);
+    bool dev_send = false, dev_recv = false;
+    TRY(route(c, COMM_KIND_GATHERV, what, send, "send", NULL, NULL, &dev_send));
+    if (c->rank == root) TRY(route(c, COMM_KIND_GATHERV, what, recv, "recv", NULL, NULL, &dev_recv));
+    if (dev_send || dev_recv)
+        return addc_error_set(ADDC_ERR_UNSUPPORTED, "gatherv '%s': takes host buffers only (device memory given)", wh);
     int *icounts = NULL, *displs = NULL;
     if (c->rank == root) {
         if (!counts) return addc_error_set(ADDC_ERR_INVALID, "gatherv '%s': NULL counts on the root", wh);
@@ -766,8 +839,33 @@ static Status post_gatherv(Comm *c, const void *send, int64_t n, void *recv, con
 
 /* ---- public: blocking ---- */
 
+/* A device request: the compute stream waits for the collective (and widens a bf16 result). With
+ * host_wait (comm_wait) and the watchdog on, the host first waits for its completion, polling the
+ * device collectives in flight under the watchdog. */
+static Status request_finish_device(Comm *c, CommRequest *r, bool host_wait) {
+    CommDevWork *w = r->dev_work;
+    r->dev_work = NULL;
+    if (!w) return ADDC_OK;
+    if (host_wait && c->timeout_s > 0) {
+        long nap = 5000L; /* doubling to 100 us: a finished collective is seen soon */
+        for (;;) {
+            bool done = false;
+            Status st = device_poll(c, w, &done);
+            if (st != ADDC_OK) {
+                (void)comm_dev_finish(c->dev, w);
+                return st;
+            }
+            if (done) break;
+            comm_sleep_ns(nap);
+            nap = nap * 2 > 100000L ? 100000L : nap * 2;
+        }
+    }
+    return comm_dev_finish(c->dev, w);
+}
+
 static Status run_blocking(Comm *c, CommRequest *r, Status posted) {
     if (posted != ADDC_OK) return posted;
+    if (r->device) return request_finish_device(c, r, false);
     return request_finish(c, r);
 }
 
@@ -844,7 +942,81 @@ Status comm_iallreduce(Comm *c, const void *send, void *recv, int64_t count, Com
 
 Status comm_wait(Comm *c, CommRequest *req) {
     if (!req) return ADDC_OK;
-    Status st = request_finish(c, req);
+    Status st = req->device ? request_finish_device(c, req, true) : request_finish(c, req);
     if (req->heap) free(req);
     return st;
 }
+
+/* ---- device buffers ---- */
+
+/* Every rank learns whether every rank succeeded (a host allreduce), so a rank that failed does
+ * not leave the others waiting in the next step of the set-up. */
+static Status device_agree(Comm *c, Status local, const char *what) {
+    uint64_t ok = local == ADDC_OK;
+    Status st = comm_allreduce(c, &ok, &ok, 1, COMM_U64, COMM_MIN, what);
+    if (local != ADDC_OK) return local;
+    if (st != ADDC_OK) return st;
+    if (!ok)
+        return addc_error_set(ADDC_ERR_EXTERNAL, "%s: another rank failed (its message is in that rank's output)", what);
+    return ADDC_OK;
+}
+
+/* NCCL set-up of an MPI communicator: rank 0's unique id over MPI, then the non-blocking init,
+ * watched like a collective. */
+static Status device_connect(Comm *c, CommDev *d) {
+    uint64_t idbuf[1 + COMM_DEV_ID_BYTES / sizeof(uint64_t)]; /* [0]: rank 0 made the id; then the id */
+    memset(idbuf, 0, sizeof idbuf);
+    Status made = ADDC_OK;
+    if (c->rank == 0) {
+        made = comm_dev_nccl_unique_id(d, (unsigned char *)(idbuf + 1));
+        idbuf[0] = made == ADDC_OK;
+    }
+    Status st = comm_broadcast(c, idbuf, (int64_t)(sizeof idbuf / sizeof idbuf[0]), COMM_U64, 0,
+                               "comm_enable_device: NCCL unique id");
+    if (made != ADDC_OK) return made;
+    if (st != ADDC_OK) return st;
+    if (!idbuf[0]) return addc_error_set(ADDC_ERR_EXTERNAL, "comm_enable_device: rank 0 could not make the NCCL unique id");
+    CommRequest r;
+    TRY(request_begin(c, &r, COMM_KIND_NCCL_INIT, "comm_enable_device: NCCL init", 0));
+    TRY(comm_dev_nccl_connect_start(d, (const unsigned char *)(idbuf + 1)));
+    double t0 = comm_now();
+    long nap = 10000L;
+    for (;;) {
+        bool done = false;
+        TRY(comm_dev_nccl_connect_poll(d, &done));
+        if (done) return ADDC_OK;
+        if (c->timeout_s > 0 && comm_now() - t0 >= c->timeout_s) {
+            c->dev = d; /* so that the watchdog aborts the init */
+            watchdog_fire(c, &r);
+        }
+        comm_sleep_ns(nap);
+        nap = nap * 2 > 1000000L ? 1000000L : nap * 2;
+    }
+}
+
+Status comm_enable_device(Comm *c, int local_device) {
+    if (!c || !comm_started || comm_finished)
+        return addc_error_set(ADDC_ERR_INVALID, "comm_enable_device: communicator used outside comm_world..comm_finalize");
+    if (c->dev) {
+        if (comm_dev_device(c->dev) == local_device) return ADDC_OK;
+        return addc_error_set(ADDC_ERR_INVALID, "comm_enable_device(%d): already enabled on CUDA device %d", local_device,
+                              comm_dev_device(c->dev));
+    }
+    CommDev *d = NULL;
+    Status st = comm_dev_open(&d, local_device, c->rank, c->size, c->mpi, c->timeout_s);
+    if (c->mpi) {
+        st = device_agree(c, st, "comm_enable_device: every rank opened its CUDA device");
+        if (st == ADDC_OK) st = device_connect(c, d);
+        if (st == ADDC_OK) st = comm_dev_nccl_ready(d);
+        st = device_agree(c, st, "comm_enable_device: NCCL ready on every rank");
+    }
+    if (st != ADDC_OK) {
+        c->dev = NULL;
+        comm_dev_close(d, false);
+        return st;
+    }
+    c->dev = d;
+    return ADDC_OK;
+}
+
+bool comm_device_enabled(const Comm *c) { return c && c->dev; }
