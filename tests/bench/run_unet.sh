@@ -59,8 +59,8 @@ def rows(path):
 a, t = rows(sys.argv[1]), rows(sys.argv[2])
 print(f"{'model':<14} {'params':>10} {'GFLOPs':>6} {'':>5} {'addc fwd':>9} {'torch fwd':>9} {'ratio':>6}"
       f" {'addc f+b':>9} {'torch f+b':>9} {'ratio':>6}  out err  grad err")
-for name, (params, gfl, af, ab, afm, abm) in a.items():
-    tf, tb, eo, eg, tfm, tbm = t[name][1:]
+for name, (params, gfl, af, ab, afm, abm, *_) in a.items():  # then MFU and peak GiB (run_cuda.sh)
+    tf, tb, eo, eg, tfm, tbm = t[name][1:7]
     for k, (x, y, u, v) in enumerate(((af, tf, ab, tb), (afm, tfm, abm, tbm))):
         x, y, u, v = map(float, (x, y, u, v))
         head = f"{name:<14} {int(params):>10,} {float(gfl):>6.2f}" if k == 0 else f"{'':<14} {'':>10} {'':>6}"
