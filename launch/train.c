@@ -26,6 +26,7 @@
 #include <math.h>
 #include <signal.h>
 
+#include "core/cuda.h"
 #include "core/ops.h"
 #include "distributed/checkpoint.h"
 #include "launch/cli.h"
@@ -523,9 +524,11 @@ static Status train_run(Trainer *t, RunDir *rd, TrainState *ts, char *note, size
             last += grid_s;
         }
     }
-    TRY(checkpoint_save(t, rd, ts, "end"));
-    TRY(save_student(t, rd, "student.safetensors", false));
-    if (t->ema) TRY(save_student(t, rd, "student_ema.safetensors", true));
+    if (c->checkpoint.final) {
+        TRY(checkpoint_save(t, rd, ts, "end"));
+        TRY(save_student(t, rd, "student.safetensors", false));
+        if (t->ema) TRY(save_student(t, rd, "student_ema.safetensors", true));
+    }
     if (every > 0) write_grid_or_warn(t, rd, &grid_s); /* after the weights are safe */
     double sumsq = trainer_teacher_sumsq(t);
     char line[1024];
@@ -534,6 +537,17 @@ static Status train_run(Trainer *t, RunDir *rd, TrainState *ts, char *note, size
              "\"arena_peak_bytes\": %lld, \"nonfinite_total\": %lld, \"world\": %d",
              (long long)t->step, t->teacher_sumsq, sumsq, (long long)arena_peak(&t->arena),
              (long long)ts->nonfinite_total, t->world);
+    if (t->device == DEVICE_CUDA) { /* device memory at its peak: every category's and the step arena's */
+        size_t k = strlen(line);
+        int64_t peak = arena_peak(&t->darena);
+        for (int cat = 0; cat < CUDA_MEM_COUNT; cat++)
+            if (cat != CUDA_MEM_ACTIVATIONS) peak += cuda_mem_peak((CudaMemCategory)cat);
+        snprintf(line + k, sizeof line - k,
+                 ", \"gpu_peak_bytes\": %lld, \"gpu_params_bytes\": %lld, \"gpu_optim_bytes\": %lld, "
+                 "\"gpu_step_arena_peak_bytes\": %lld",
+                 (long long)peak, (long long)cuda_mem_peak(CUDA_MEM_PARAMS), (long long)cuda_mem_peak(CUDA_MEM_OPTIM),
+                 (long long)arena_peak(&t->darena));
+    }
     if (t->fsdp_student) {
         FsdpMemory fm = fsdp_memory(t->fsdp_student);
         size_t k = strlen(line);

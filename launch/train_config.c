@@ -19,6 +19,9 @@ static const ConfigField model_fields[] = {
     CONFIG_INT(TrainModelConfig, init_seed, "0", 0, INT64_MAX, "seed of fresh weights"),
     CONFIG_LIST(TrainModelConfig, overrides, n_overrides, CONFIG_TYPE_STRING, "[]",
                 "field=value overrides of the model YAML"),
+    CONFIG_BOOL(TrainModelConfig, checkpointing, "false",
+                "activation checkpointing of the network's blocks: recomputed in backward (same numbers, less memory; "
+                "without a tape each block keeps only its output)"),
 };
 static const ConfigSchema model_schema = CONFIG_SCHEMA("model", model_fields);
 
@@ -94,6 +97,9 @@ static const ConfigField checkpoint_fields[] = {
     CONFIG_INT(TrainCheckpointConfig, every, "500", 0, INT64_MAX,
                "a checkpoint every N steps (also on SIGUSR1, SIGTERM and at the end); 0 = not periodically"),
     CONFIG_INT(TrainCheckpointConfig, keep, "3", 0, INT64_MAX, "newest checkpoints kept (0: all)"),
+    CONFIG_BOOL(TrainCheckpointConfig, final, "true",
+                "write the end-of-run checkpoint and student weights (false only for step benchmarks of huge models: "
+                "the run's work is not kept)"),
 };
 static const ConfigSchema checkpoint_schema = CONFIG_SCHEMA("checkpoint", checkpoint_fields);
 

@@ -56,6 +56,7 @@ typedef struct TrainModelConfig {
     int64_t init_seed;
     char overrides[TRAIN_MAX_MODEL_OVERRIDES][TRAIN_OVERRIDE_MAX]; /* "field=value" of the model YAML */
     int32_t n_overrides;
+    bool checkpointing; /* per-block activation checkpointing (recomputed in backward; same numbers) */
 } TrainModelConfig;
 
 typedef struct TrainCodecConfig {
@@ -99,6 +100,7 @@ typedef struct TrainDistConfig {
 typedef struct TrainCheckpointConfig {
     int64_t every; /* steps (default 500); 0 = only on signals and at the end */
     int64_t keep;  /* newest committed kept (0: all) */
+    bool final;    /* the end-of-run checkpoint and weights (false: step benchmarks of huge models only) */
 } TrainCheckpointConfig;
 
 /* Non-finite losses and gradients. */

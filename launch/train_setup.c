@@ -35,6 +35,7 @@ static Status role_build(Model **out, const TrainModelConfig *mc, const char *ro
     if (kind != ROLE_CLASSIFIER && m->kind != kind)
         return addc_error_set(ADDC_ERR_INVALID, "%s.config: %s is a %s, the role needs a %s", role, mc->config,
                               model_kind_name(m->kind), model_kind_name(kind));
+    if (mc->checkpointing) model_set_checkpointing(m, true);
     if (mc->weights[0]) {
         st = forward_weights_load(m, mc->weights, NULL, NULL);
         if (st != ADDC_OK) return addc_error_context(st, "%s.weights", role);

@@ -8,8 +8,10 @@
 #
 #   here, once per session:  ../shared/device/pack-debs.sh .debs; tests/device/make-fmnist-mini.sh;
 #                            tests/device/fetch-wheels.sh
-#   on the device:           source .debs/unpack-debs.sh && tests/device/run.sh [all|test|bench]
+#   on the device:           source .debs/unpack-debs.sh && tests/device/run.sh [all|test|bench|addxl]
 #                            (carry .debs .fmnist-mini .whl)
+# all = test + bench; addxl (separately: several minutes) = the full ADD-XL step at 512x512 per batch size
+# until one does not fit (tests/bench/run_add_xl.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 what=${1:-all}
@@ -59,6 +61,13 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
     else
         echo "tests/bench/run_cuda.sh missing" > "$OUT/bench.log"
     fi
+fi
+
+if [ "$what" = addxl ]; then
+    stage "ADD-XL step"
+    ADDC_FMNIST_DIR=$PWD/.fmnist-mini tests/bench/run_add_xl.sh --bin "$PWD/build-gpu" --steps 3 \
+        > "$OUT/add_xl.log" 2>&1 || status=1
+    cat "$OUT/add_xl.log"
 fi
 
 stage "done"

@@ -217,6 +217,33 @@ int main(void) {
     CHECK(log1 && strstr(log1, "sample grid") && strstr(log1, "step-0000002.png"), "no log line for the grid");
     free(log1);
 
+    /* activation checkpointing of every role (student, teacher, feature network, heads' none): the same
+     * losses and the same student, bit for bit, with less memory */
+    snprintf(a, sizeof a,
+             "%s student.checkpointing=true teacher.checkpointing=true feature.checkpointing=true --run-dir %s/addck",
+             add_args, tmp);
+    CHECK(run(a, "addck.log") == 0, "ADD run with checkpointing failed: see %s/addck.log", tmp);
+    {
+        double g0[8], g1[8], d0[8], d1[8], peak0[2], peak1[2];
+        snprintf(p, sizeof p, "%s/add0/metrics.jsonl", tmp);
+        snprintf(q, sizeof q, "%s/addck/metrics.jsonl", tmp);
+        int n0 = test_jsonl_values(p, "loss_g", g0, 8), n1 = test_jsonl_values(q, "loss_g", g1, 8);
+        test_jsonl_values(p, "loss_d", d0, 8);
+        test_jsonl_values(q, "loss_d", d1, 8);
+        bool same = n0 == 3 && n1 == 3;
+        for (int i = 0; i < n0 && same; i++) same = g0[i] == g1[i] && d0[i] == d1[i];
+        CHECK(same, "ADD with checkpointing: losses differ from the run without");
+        test_jsonl_values(p, "arena_peak_bytes", peak0, 2);
+        test_jsonl_values(q, "arena_peak_bytes", peak1, 2);
+        printf("ADD with activation checkpointing: the same losses; step arena peak %.1f MB -> %.1f MB\n",
+               peak0[0] / 1e6, peak1[0] / 1e6);
+        CHECK(peak1[0] < peak0[0], "checkpointing did not lower the step arena's peak (%g -> %g)", peak0[0], peak1[0]);
+        snprintf(p, sizeof p, "%s/add0/student.safetensors", tmp);
+        snprintf(q, sizeof q, "%s/addck/student.safetensors", tmp);
+        int nt2 = 0;
+        CHECK(max_abs_diff(p, q, &nt2) == 0 && nt2 > 100, "ADD with checkpointing: a different student");
+    }
+
     /* diffusion mode: the grid samples the EMA (swapped in and back) with the teacher sampler */
     for (int r = 0; r < 2; r++) {
         snprintf(a, sizeof a,
