@@ -108,4 +108,18 @@ Status cuda_swap_f32(float *a, float *b, int64_t n);
  * longer than the distance, so no piece overlaps its source. */
 Status cuda_move_down(void *dst, const void *src, size_t bytes);
 
+/* Reserved device address space with stable addresses (the CUDA virtual memory API; FSDP's
+ * sharded stores, distributed/fsdp.c). cuda_va_reserve reserves `bytes` rounded up to the
+ * allocation granularity of the current device (*granularity, may be NULL), with no memory behind
+ * it. cuda_va_map backs [addr, addr + bytes) (both multiples of the granularity, inside a
+ * reservation, not mapped yet) with a new physical allocation, read/write for this device, counted
+ * in category `cat`; its contents are undefined. cuda_va_unmap gives back exactly one range an
+ * earlier cuda_va_map mapped (same address and size; `cat` as mapped): it waits for the compute
+ * stream first, so kernels already enqueued on it may still use the range, but nothing on another
+ * stream may. cuda_va_free ends a reservation (bytes as reserved) whose ranges are all unmapped. */
+Status cuda_va_reserve(void **base, size_t bytes, size_t *granularity);
+Status cuda_va_map(void *addr, size_t bytes, CudaMemCategory cat);
+Status cuda_va_unmap(void *addr, size_t bytes, CudaMemCategory cat);
+Status cuda_va_free(void *base, size_t bytes);
+
 #endif

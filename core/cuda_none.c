@@ -125,6 +125,24 @@ Status cuda_move_down(void *dst, const void *src, size_t bytes) {
     (void)dst, (void)src, (void)bytes;
     return NO_CUDA;
 }
+Status cuda_va_reserve(void **base, size_t bytes, size_t *granularity) {
+    (void)bytes;
+    *base = NULL;
+    if (granularity) *granularity = 0;
+    return NO_CUDA;
+}
+Status cuda_va_map(void *addr, size_t bytes, CudaMemCategory cat) {
+    (void)addr, (void)bytes, (void)cat;
+    return NO_CUDA;
+}
+Status cuda_va_unmap(void *addr, size_t bytes, CudaMemCategory cat) {
+    (void)addr, (void)bytes, (void)cat;
+    return NO_CUDA;
+}
+Status cuda_va_free(void *base, size_t bytes) {
+    (void)bytes;
+    return base ? NO_CUDA : ADDC_OK;
+}
 #else
 typedef int cuda_none_is_empty_with_cuda; /* ISO C forbids an empty translation unit */
 #endif

@@ -38,7 +38,27 @@
  * window, so it is the last unpinned unit to be evicted).
  *
  * Every decision depends only on the sequence of acquire / grads_done / API calls, which is
- * the same on every rank (they run the same ops), so the collectives match. */
+ * the same on every rank (they run the same ops), so the collectives match.
+ *
+ * GPU stores (store->device == DEVICE_CUDA): the same design in device memory. The shards live in
+ * cuda_mem_alloc memory (params / grads), the gather and reduce-scatter buffers in category comm,
+ * and `data` / `grad` become reserved device address space (cuda_va_reserve) in which memory is
+ * mapped in whole granules (cuda_va_map, the allocation granularity, typically 2 MiB). Unit ranges
+ * are not granule-aligned and cannot be padded (every Param's Var points at its fixed offset), so
+ * each granule carries a reference count: the resident units (values) or dirty units (gradients)
+ * that touch it. A unit becoming resident / dirty maps the granules whose count goes 0 -> 1, a
+ * unit released / cleaned unmaps those whose count goes back to 0 (cuda_va_unmap waits for the
+ * compute stream first, since kernels that read the range may still be queued). A freshly mapped
+ * granule's bytes are undefined: a gather writes the unit's own value range whole (the rest of the
+ * granule belongs to units that are not resident and is never read), and a freshly mapped
+ * gradient granule is zeroed whole, so the invariant of the CPU version holds: in a mapped
+ * gradient granule every element outside the dirty units is zero (a cleaned unit zeroes its range).
+ *   Copies, zeroing and the 1/N accumulation into the gradient shard (cuda_axpy_f32) are issued
+ * on the compute stream; the collectives run through comm on device buffers (NCCL after
+ * comm_enable_device), which orders them against the compute stream, so nothing here waits on the
+ * host except cuda_va_unmap. On the solo communicator without comm_enable_device the collectives
+ * are device copies made here (world 1: the all-gather is the shard, the reduce-scatter the sum
+ * itself, rounded through bf16 for a bf16 reduce dtype as comm would). */
 #include "distributed/fsdp.h"
 
 #include <stdio.h>
@@ -46,6 +66,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "core/cuda.h"
 
 #define FSDP_WHAT_MAX (PARAM_NAME_MAX + 96)
 
@@ -72,6 +94,12 @@ struct Fsdp {
     int32_t n_units;
     float *map_data, *map_grad; /* (numel) the store's data / grad while wrapped; grad may be NULL */
     size_t map_bytes, page;
+    bool dev;                   /* the store is on the GPU: every buffer below is device memory */
+    bool local;                 /* dev on the solo communicator without device collectives: copies */
+    size_t gran;                /* dev: granule bytes (map_bytes is a multiple) */
+    int64_t n_gran;             /* dev: granules of each reservation */
+    int32_t *gref_v, *gref_g;   /* (n_gran) dev: resident / dirty units touching each granule */
+    size_t shard_bytes, buf_bytes, recv_bytes; /* dev: sizes of the device allocations below */
     float *shard_v, *shard_g;   /* (shard_numel) values, gradients (NULL for a frozen store) */
     int64_t shard_numel, max_S;
     float *gather_buf;          /* (world * max_S) where all-gathers land */
@@ -118,6 +146,105 @@ static void live_add(Fsdp *f, int64_t bytes) {
     if (f->live_bytes > f->mem.resident_peak_bytes) f->mem.resident_peak_bytes = f->live_bytes;
 }
 
+/* ---- host or device memory ---- */
+
+static Status mem_copy(const Fsdp *f, void *dst, const void *src, size_t bytes) {
+    if (f->dev) return cuda_copy_device(dst, src, bytes);
+    if (bytes) memcpy(dst, src, bytes);
+    return ADDC_OK;
+}
+
+static Status mem_zero(const Fsdp *f, void *dst, size_t bytes) {
+    if (f->dev) return cuda_memset(dst, 0, bytes);
+    if (bytes) memset(dst, 0, bytes);
+    return ADDC_OK;
+}
+
+/* ---- granules of the reserved device space (GPU stores) ---- */
+
+/* Maps the granules of elements [off, off + n) of base that no unit holds yet (zeroing them when
+ * `zero_fresh`) and counts this unit in each. */
+static Status gran_ref(Fsdp *f, float *base, int32_t *ref, CudaMemCategory cat, int64_t off, int64_t n,
+                       bool zero_fresh) {
+    if (n <= 0) return ADDC_OK;
+    int64_t g0 = (int64_t)((size_t)off * sizeof(float) / f->gran);
+    int64_t g1 = (int64_t)(((size_t)(off + n) * sizeof(float) + f->gran - 1) / f->gran);
+    for (int64_t g = g0; g < g1; g++) {
+        if (ref[g] == 0) {
+            char *a = (char *)base + (size_t)g * f->gran;
+            TRY(cuda_va_map(a, f->gran, cat));
+            f->mem.granules_mapped++;
+            if (f->mem.granules_mapped > f->mem.granules_peak) f->mem.granules_peak = f->mem.granules_mapped;
+            ref[g]++; /* counted before the zeroing: an error there leaves the mapping accounted */
+            if (zero_fresh) TRY(cuda_memset(a, 0, f->gran));
+        } else {
+            ref[g]++;
+        }
+    }
+    return ADDC_OK;
+}
+
+/* The inverse: uncounts the unit and unmaps the granules no unit holds any more. */
+static Status gran_unref(Fsdp *f, float *base, int32_t *ref, CudaMemCategory cat, int64_t off, int64_t n) {
+    if (n <= 0) return ADDC_OK;
+    int64_t g0 = (int64_t)((size_t)off * sizeof(float) / f->gran);
+    int64_t g1 = (int64_t)(((size_t)(off + n) * sizeof(float) + f->gran - 1) / f->gran);
+    for (int64_t g = g0; g < g1; g++) {
+        if (ref[g] <= 0)
+            return addc_error_set(ADDC_ERR_INVALID, "fsdp %s: granule %lld released more often than mapped", f->name,
+                                  (long long)g);
+        if (--ref[g] == 0) {
+            TRY(cuda_va_unmap((char *)base + (size_t)g * f->gran, f->gran, cat));
+            f->mem.granules_mapped--;
+        }
+    }
+    return ADDC_OK;
+}
+
+/* Unmaps every granule still mapped (fsdp_free), whatever holds it. */
+static Status gran_unmap_all(Fsdp *f, float *base, int32_t *ref, CudaMemCategory cat) {
+    Status st = ADDC_OK;
+    for (int64_t g = 0; base && ref && g < f->n_gran; g++) {
+        if (ref[g] <= 0) continue;
+        ref[g] = 0;
+        Status s1 = cuda_va_unmap((char *)base + (size_t)g * f->gran, f->gran, cat);
+        if (s1 == ADDC_OK) f->mem.granules_mapped--;
+        else if (st == ADDC_OK) st = s1;
+    }
+    return st;
+}
+
+/* ---- collectives (device copies on the solo communicator without device collectives) ---- */
+
+static Status coll_allgather(Fsdp *f, const float *send, float *recv, int64_t count, const char *what) {
+    if (f->local) return cuda_copy_device(recv, send, (size_t)count * sizeof(float));
+    return comm_allgather(f->comm, send, recv, count, COMM_F32, what);
+}
+
+static Status coll_iallgather(Fsdp *f, const float *send, float *recv, int64_t count, const char *what,
+                              CommRequest **req) {
+    if (f->local) {
+        *req = NULL; /* comm_wait(NULL) is a no-op; the copy is ordered on the compute stream */
+        return cuda_copy_device(recv, send, (size_t)count * sizeof(float));
+    }
+    return comm_iallgather(f->comm, send, recv, count, COMM_F32, what, req);
+}
+
+/* Reduce-scatters rs_send (world * S); *out: where this rank's S summed elements are. */
+static Status coll_reduce_scatter(Fsdp *f, int64_t S, const char *what, const float **out) {
+    if (!f->local) {
+        TRY(comm_reduce_scatter(f->comm, f->rs_send, f->rs_recv, S, f->opt.reduce_dtype, COMM_SUM, what));
+        *out = f->rs_recv;
+        return ADDC_OK;
+    }
+    if (f->opt.reduce_dtype == COMM_BF16) { /* bf16 on the wire: rs_recv (4 S bytes) holds the 2 S */
+        TRY(cuda_convert(f->rs_recv, DTYPE_BF16, f->rs_send, DTYPE_F32, S));
+        TRY(cuda_convert(f->rs_send, DTYPE_F32, f->rs_recv, DTYPE_BF16, S));
+    }
+    *out = f->rs_send;
+    return ADDC_OK;
+}
+
 static const char *unit_what(Fsdp *f, char *buf, const char *kind, const FsdpUnit *u) {
     const char *un = f->store->units[u->index].name;
     if (un[0]) snprintf(buf, FSDP_WHAT_MAX, "fsdp %s %s:%s", kind, f->name, un);
@@ -135,14 +262,20 @@ static Status fsdp_failed(Fsdp *f, Status st) {
 
 /* ---- gather ---- */
 
-/* gather_buf holds unit u's gathered values: copy them into place. */
-static void unit_land(Fsdp *f, FsdpUnit *u) {
-    memcpy(f->map_data + u->offset, f->gather_buf, (size_t)u->numel * sizeof(float));
+/* gather_buf holds unit u's gathered values: copy them into place (mapped first on the GPU). */
+static Status unit_land(Fsdp *f, FsdpUnit *u) {
+    if (f->dev) TRY(gran_ref(f, f->map_data, f->gref_v, CUDA_MEM_PARAMS, u->offset, u->numel, false));
+    Status st = mem_copy(f, f->map_data + u->offset, f->gather_buf, (size_t)u->numel * sizeof(float));
+    if (st != ADDC_OK) {
+        if (f->dev) gran_unref(f, f->map_data, f->gref_v, CUDA_MEM_PARAMS, u->offset, u->numel);
+        return st;
+    }
     u->resident = true;
     f->n_resident++;
     live_add(f, u->numel * (int64_t)sizeof(float));
     f->mem.gathers++;
     f->mem.bytes_gathered += (int64_t)f->world * u->S * (int64_t)sizeof(float);
+    return ADDC_OK;
 }
 
 /* Waits for the prefetch in flight, if any, and lands it. */
@@ -153,7 +286,7 @@ static Status prefetch_finish(Fsdp *f) {
     f->pf_unit = -1;
     f->pf_req = NULL;
     TRY(comm_wait(f->comm, r));
-    unit_land(f, u); /* a unit being prefetched is never gathered meanwhile */
+    TRY(unit_land(f, u)); /* a unit being prefetched is never gathered meanwhile */
     f->mem.prefetched++;
     u->stamp = f->clock - NODE_MAX_IN; /* its acquire (if it is being acquired) restamps it */
     return ADDC_OK;
@@ -161,8 +294,8 @@ static Status prefetch_finish(Fsdp *f) {
 
 static Status prefetch_start(Fsdp *f, FsdpUnit *u) {
     if (!u || !f->opt.prefetch || f->pf_unit >= 0 || u->resident) return ADDC_OK;
-    TRY(comm_iallgather(f->comm, f->shard_v + u->shard_off, f->gather_buf, u->S, COMM_F32,
-                        unit_what(f, f->what, "prefetch", u), &f->pf_req));
+    TRY(coll_iallgather(f, f->shard_v + u->shard_off, f->gather_buf, u->S, unit_what(f, f->what, "prefetch", u),
+                        &f->pf_req));
     f->pf_unit = u->index;
     return ADDC_OK;
 }
@@ -170,53 +303,69 @@ static Status prefetch_start(Fsdp *f, FsdpUnit *u) {
 static Status unit_gather(Fsdp *f, FsdpUnit *u) {
     TRY(prefetch_finish(f));
     if (u->resident) return ADDC_OK; /* it was the prefetched one */
-    TRY(comm_allgather(f->comm, f->shard_v + u->shard_off, f->gather_buf, u->S, COMM_F32,
-                       unit_what(f, f->what, "gather", u)));
-    unit_land(f, u);
-    return ADDC_OK;
+    TRY(coll_allgather(f, f->shard_v + u->shard_off, f->gather_buf, u->S, unit_what(f, f->what, "gather", u)));
+    return unit_land(f, u);
 }
 
 /* ---- reduce and release ---- */
 
-static void unit_drop_values(Fsdp *f, FsdpUnit *u) {
-    if (!u->resident) return;
-    range_release(f, f->map_data, u->offset, u->numel, false);
+static Status unit_drop_values(Fsdp *f, FsdpUnit *u) {
+    if (!u->resident) return ADDC_OK;
     u->resident = false;
     f->n_resident--;
     f->live_bytes -= u->numel * (int64_t)sizeof(float);
+    if (f->dev) return gran_unref(f, f->map_data, f->gref_v, CUDA_MEM_PARAMS, u->offset, u->numel);
+    range_release(f, f->map_data, u->offset, u->numel, false);
+    return ADDC_OK;
 }
 
-static void unit_clear_grads(Fsdp *f, FsdpUnit *u) {
-    if (!u->dirty) return;
-    range_release(f, f->map_grad, u->offset, u->numel, true);
+/* Marks a unit's gradient range as written from now on (mapped, reading zero, on the GPU). */
+static Status unit_dirty(Fsdp *f, FsdpUnit *u) {
+    if (u->dirty || !f->map_grad) return ADDC_OK;
+    if (f->dev) TRY(gran_ref(f, f->map_grad, f->gref_g, CUDA_MEM_GRADS, u->offset, u->numel, true));
+    u->dirty = true;
+    live_add(f, u->numel * (int64_t)sizeof(float));
+    return ADDC_OK;
+}
+
+static Status unit_clear_grads(Fsdp *f, FsdpUnit *u) {
+    if (!u->dirty) return ADDC_OK;
     u->dirty = false;
     f->live_bytes -= u->numel * (int64_t)sizeof(float);
+    if (f->dev) { /* zero for the granules a neighbour keeps mapped */
+        TRY(cuda_memset(f->map_grad + u->offset, 0, (size_t)u->numel * sizeof(float)));
+        return gran_unref(f, f->map_grad, f->gref_g, CUDA_MEM_GRADS, u->offset, u->numel);
+    }
+    range_release(f, f->map_grad, u->offset, u->numel, true);
+    return ADDC_OK;
 }
 
 /* Reduce-scatters a dirty unit's gradient range into the gradient shard and zeroes the range. */
 static Status unit_reduce(Fsdp *f, FsdpUnit *u) {
     if (!u->dirty) return ADDC_OK;
     int64_t padded = (int64_t)f->world * u->S;
-    memcpy(f->rs_send, f->map_grad + u->offset, (size_t)u->numel * sizeof(float));
-    memset(f->rs_send + u->numel, 0, (size_t)(padded - u->numel) * sizeof(float));
-    TRY(comm_reduce_scatter(f->comm, f->rs_send, f->rs_recv, u->S, f->opt.reduce_dtype, COMM_SUM,
-                            unit_what(f, f->what, "reduce-scatter", u)));
+    TRY(mem_copy(f, f->rs_send, f->map_grad + u->offset, (size_t)u->numel * sizeof(float)));
+    TRY(mem_zero(f, f->rs_send + u->numel, (size_t)(padded - u->numel) * sizeof(float)));
+    const float *red = NULL;
+    TRY(coll_reduce_scatter(f, u->S, unit_what(f, f->what, "reduce-scatter", u), &red));
     int64_t off, first, len;
     fsdp_shard_range(f, u->index, &off, &first, &len);
     float *dst = f->shard_g + off;
     const float world = (float)f->world;
-    for (int64_t i = 0; i < len; i++) dst[i] += f->rs_recv[i] / world;
+    if (f->dev) { /* x * (1/N): the same as x / N for a power-of-two world, exact at world 1 */
+        TRY(cuda_axpy_f32(dst, red, len, 1.0f / world));
+    } else {
+        for (int64_t i = 0; i < len; i++) dst[i] += red[i] / world;
+    }
     f->mem.reduce_scatters++;
     f->mem.bytes_reduced += padded * (f->opt.reduce_dtype == COMM_BF16 ? 2 : 4);
-    unit_clear_grads(f, u);
-    return ADDC_OK;
+    return unit_clear_grads(f, u);
 }
 
 /* Reduces pending gradients, then releases the values. */
 static Status unit_retire(Fsdp *f, FsdpUnit *u) {
     TRY(unit_reduce(f, u));
-    unit_drop_values(f, u);
-    return ADDC_OK;
+    return unit_drop_values(f, u);
 }
 
 static Status evict(Fsdp *f) {
@@ -250,10 +399,7 @@ static Status fsdp_home_acquire(VarHome *h, bool backward) {
     bool gathered = !u->resident;
     if (gathered) TRY(unit_gather(f, u));
     u->stamp = f->clock;
-    if (backward && f->map_grad && !u->dirty) {
-        u->dirty = true;
-        live_add(f, u->numel * (int64_t)sizeof(float));
-    }
+    if (backward) TRY(unit_dirty(f, u));
     if (gathered) TRY(evict(f));
     if (u->index != f->last_unit) {
         if (f->last_unit >= 0) f->units[f->last_unit].next[backward] = u->index;
@@ -282,15 +428,34 @@ static uint64_t values_checksum(const float *d, int64_t n) {
     return h;
 }
 
+/* Frees everything f holds and f itself; the first failure (GPU) is left set. */
 static void fsdp_release_buffers(Fsdp *f) {
-    if (f->map_data) munmap(f->map_data, f->map_bytes);
-    if (f->map_grad) munmap(f->map_grad, f->map_bytes);
+    if (f->dev) {
+        Status st = ADDC_OK, s1;
+#define KEEP(call) (s1 = (call), st = st == ADDC_OK ? s1 : st)
+        KEEP(gran_unmap_all(f, f->map_data, f->gref_v, CUDA_MEM_PARAMS));
+        KEEP(gran_unmap_all(f, f->map_grad, f->gref_g, CUDA_MEM_GRADS));
+        KEEP(cuda_va_free(f->map_data, f->map_bytes));
+        KEEP(cuda_va_free(f->map_grad, f->map_bytes));
+        KEEP(cuda_mem_free(CUDA_MEM_PARAMS, f->shard_v, f->shard_bytes));
+        KEEP(cuda_mem_free(CUDA_MEM_GRADS, f->shard_g, f->shard_bytes));
+        KEEP(cuda_mem_free(CUDA_MEM_COMM, f->gather_buf, f->buf_bytes));
+        KEEP(cuda_mem_free(CUDA_MEM_COMM, f->rs_send, f->buf_bytes));
+        KEEP(cuda_mem_free(CUDA_MEM_COMM, f->rs_recv, f->recv_bytes));
+#undef KEEP
+        if (st != ADDC_OK) addc_error_context(st, "fsdp: freeing the device buffers of store '%s'", f->name);
+        free(f->gref_v);
+        free(f->gref_g);
+    } else {
+        if (f->map_data) munmap(f->map_data, f->map_bytes);
+        if (f->map_grad) munmap(f->map_grad, f->map_bytes);
+        free(f->shard_v);
+        free(f->shard_g);
+        free(f->gather_buf);
+        free(f->rs_send);
+        free(f->rs_recv);
+    }
     free(f->units);
-    free(f->shard_v);
-    free(f->shard_g);
-    free(f->gather_buf);
-    free(f->rs_send);
-    free(f->rs_recv);
     free(f);
 }
 
@@ -299,14 +464,63 @@ static float *map_reserve(size_t bytes) {
     return p == MAP_FAILED ? NULL : p;
 }
 
+/* GPU store: the device buffers (shards zeroed) and the two reservations with their granule counts. */
+static Status fsdp_alloc_device(Fsdp *f, bool trainable) {
+    const ParamStore *store = f->store;
+    f->shard_bytes = (size_t)(f->shard_numel ? f->shard_numel : 1) * sizeof(float);
+    f->buf_bytes = (size_t)(f->max_S ? f->max_S : 1) * (size_t)f->world * sizeof(float);
+    f->recv_bytes = (size_t)(f->max_S ? f->max_S : 1) * sizeof(float);
+    size_t bytes = (size_t)(store->numel ? store->numel : 1) * sizeof(float);
+    TRY(cuda_mem_alloc(CUDA_MEM_PARAMS, (void **)&f->shard_v, f->shard_bytes));
+    TRY(cuda_mem_alloc(CUDA_MEM_COMM, (void **)&f->gather_buf, f->buf_bytes));
+    void *base = NULL;
+    TRY(cuda_va_reserve(&base, bytes, &f->gran));
+    f->map_data = base;
+    f->map_bytes = (bytes + f->gran - 1) / f->gran * f->gran; /* as cuda_va_reserve rounded it */
+    if (trainable) {
+        TRY(cuda_mem_alloc(CUDA_MEM_GRADS, (void **)&f->shard_g, f->shard_bytes));
+        TRY(cuda_mem_alloc(CUDA_MEM_COMM, (void **)&f->rs_send, f->buf_bytes));
+        TRY(cuda_mem_alloc(CUDA_MEM_COMM, (void **)&f->rs_recv, f->recv_bytes));
+        TRY(cuda_va_reserve(&base, bytes, NULL));
+        f->map_grad = base;
+        TRY(cuda_memset(f->shard_g, 0, f->shard_bytes));
+    }
+    f->n_gran = (int64_t)(f->map_bytes / f->gran);
+    f->mem.granule_bytes = (int64_t)f->gran;
+    f->gref_v = calloc((size_t)f->n_gran, sizeof *f->gref_v);
+    if (trainable) f->gref_g = calloc((size_t)f->n_gran, sizeof *f->gref_g);
+    if (!f->gref_v || (trainable && !f->gref_g))
+        return addc_error_set(ADDC_ERR_NOMEM, "fsdp: out of memory for the granule counts of store '%s'", f->name);
+    return ADDC_OK;
+}
+
+static Status scatter_full(const Fsdp *f, const float *full, float *shard) {
+    for (int32_t i = 0; i < f->n_units; i++) {
+        const FsdpUnit *u = &f->units[i];
+        int64_t off, first, len;
+        fsdp_shard_range(f, i, &off, &first, &len);
+        TRY(mem_copy(f, shard + off, full + u->offset + first, (size_t)len * sizeof(float)));
+        TRY(mem_zero(f, shard + off + len, (size_t)(u->S - len) * sizeof(float)));
+    }
+    return ADDC_OK;
+}
+
 Status fsdp_wrap(Fsdp **out, ParamStore *store, Comm *comm, const FsdpOptions *o, const char *name) {
     *out = NULL;
     FsdpOptions opt;
     if (o) opt = *o;
     else fsdp_options_default(&opt);
     if (!name) name = "";
-    if (!store->allocated || store->device != DEVICE_CPU || !store->data)
-        return addc_error_set(ADDC_ERR_INVALID, "fsdp: store '%s' must be allocated on the CPU to be sharded", name);
+    const bool dev = store->device == DEVICE_CUDA;
+    if (!store->allocated || (store->device != DEVICE_CPU && !dev) || !store->data)
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "fsdp: store '%s' must be allocated on the CPU or the GPU to be sharded (it is on %s%s)",
+                              name, device_name(store->device), store->allocated ? "" : ", not allocated");
+    if (dev && comm_is_mpi(comm) && !comm_device_enabled(comm))
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "fsdp: store '%s' is on the GPU but the communicator has no device collectives: call "
+                              "comm_enable_device(comm, local_device) on every rank before fsdp_wrap",
+                              name);
     if (opt.max_resident < 2)
         return addc_error_set(ADDC_ERR_INVALID, "fsdp: store '%s': max_resident is %d, it must be at least 2", name,
                               (int)opt.max_resident);
@@ -317,9 +531,15 @@ Status fsdp_wrap(Fsdp **out, ParamStore *store, Comm *comm, const FsdpOptions *o
         if (param_store_get(store, i)->var.home)
             return addc_error_set(ADDC_ERR_INVALID, "fsdp: store '%s' is already sharded", name);
 
-    /* every rank must start from the same values */
+    /* every rank must start from the same values (on the GPU: the same sum of squares, bitwise) */
     uint64_t sum[2];
-    sum[0] = values_checksum(store->data, store->numel);
+    if (dev) {
+        double ss = 0;
+        TRY(cuda_sum_squares(store->data, store->numel, &ss));
+        memcpy(&sum[0], &ss, sizeof ss);
+    } else {
+        sum[0] = values_checksum(store->data, store->numel);
+    }
     sum[1] = ~sum[0];
     char what[FSDP_WHAT_MAX];
     snprintf(what, sizeof what, "fsdp checksum %s", name);
@@ -337,6 +557,8 @@ Status fsdp_wrap(Fsdp **out, ParamStore *store, Comm *comm, const FsdpOptions *o
     f->opt = opt;
     f->rank = comm_rank(comm);
     f->world = comm_size(comm);
+    f->dev = dev;
+    f->local = dev && !comm_device_enabled(comm); /* the solo communicator (MPI ones refused above) */
     snprintf(f->name, sizeof f->name, "%s", name);
     f->pf_unit = -1;
     f->last_unit = -1;
@@ -367,30 +589,45 @@ Status fsdp_wrap(Fsdp **out, ParamStore *store, Comm *comm, const FsdpOptions *o
     }
     bool trainable = store->grad != NULL;
     size_t shard_bytes = (size_t)(f->shard_numel ? f->shard_numel : 1) * sizeof(float);
-    size_t buf_bytes = (size_t)(f->max_S ? f->max_S : 1) * (size_t)f->world * sizeof(float);
-    f->map_bytes = (((size_t)(store->numel ? store->numel : 1) * sizeof(float) + f->page - 1) / f->page) * f->page;
-    f->shard_v = calloc(1, shard_bytes);
-    f->gather_buf = malloc(buf_bytes);
-    f->map_data = map_reserve(f->map_bytes);
-    if (trainable) {
-        f->shard_g = calloc(1, shard_bytes);
-        f->rs_send = malloc(buf_bytes);
-        f->rs_recv = malloc((size_t)(f->max_S ? f->max_S : 1) * sizeof(float));
-        f->map_grad = map_reserve(f->map_bytes);
-    }
-    if (!f->shard_v || !f->gather_buf || !f->map_data ||
-        (trainable && (!f->shard_g || !f->rs_send || !f->rs_recv || !f->map_grad))) {
-        fsdp_release_buffers(f);
-        return addc_error_set(ADDC_ERR_NOMEM, "fsdp: cannot allocate the shards of store '%s' (%.1f MiB per rank)",
-                              name, (double)shard_bytes * (trainable ? 2 : 1) / 1048576.0);
+    size_t store_bytes = (size_t)(store->numel ? store->numel : 1) * sizeof(float);
+    if (dev) {
+        Status st = fsdp_alloc_device(f, trainable);
+        /* this rank's shard straight from the store's device buffer */
+        if (st == ADDC_OK) st = scatter_full(f, store->data, f->shard_v);
+        if (st == ADDC_OK) st = cuda_synchronize(); /* the copies are done before the buffers go */
+        if (st != ADDC_OK) {
+            fsdp_release_buffers(f);
+            return addc_error_context(st, "fsdp: sharding store '%s' on the GPU (%.1f MiB of shards per rank)", name,
+                                      (double)shard_bytes * (trainable ? 2 : 1) / 1048576.0);
+        }
+        cuda_mem_free(CUDA_MEM_PARAMS, store->data, store_bytes); /* the sizes param_store_to_device used */
+        if (store->grad) cuda_mem_free(CUDA_MEM_GRADS, store->grad, store_bytes);
+    } else {
+        size_t buf_bytes = (size_t)(f->max_S ? f->max_S : 1) * (size_t)f->world * sizeof(float);
+        f->map_bytes = ((store_bytes + f->page - 1) / f->page) * f->page;
+        f->shard_v = calloc(1, shard_bytes);
+        f->gather_buf = malloc(buf_bytes);
+        f->map_data = map_reserve(f->map_bytes);
+        if (trainable) {
+            f->shard_g = calloc(1, shard_bytes);
+            f->rs_send = malloc(buf_bytes);
+            f->rs_recv = malloc((size_t)(f->max_S ? f->max_S : 1) * sizeof(float));
+            f->map_grad = map_reserve(f->map_bytes);
+        }
+        if (!f->shard_v || !f->gather_buf || !f->map_data ||
+            (trainable && (!f->shard_g || !f->rs_send || !f->rs_recv || !f->map_grad))) {
+            fsdp_release_buffers(f);
+            return addc_error_set(ADDC_ERR_NOMEM,
+                                  "fsdp: cannot allocate the shards of store '%s' (%.1f MiB per rank)", name,
+                                  (double)shard_bytes * (trainable ? 2 : 1) / 1048576.0);
+        }
+        /* values into the mapping, this rank's shard out of it; the gradients start at zero */
+        memcpy(f->map_data, store->data, (size_t)store->numel * sizeof(float));
+        scatter_full(f, f->map_data, f->shard_v);
+        free(store->data);
+        free(store->grad);
     }
     f->mem.shard_bytes = f->shard_numel * (int64_t)sizeof(float) * (trainable ? 2 : 1);
-
-    /* values into the mapping, this rank's shard out of it; the gradients start at zero */
-    memcpy(f->map_data, store->data, (size_t)store->numel * sizeof(float));
-    fsdp_scatter_full(f, f->map_data, f->shard_v);
-    free(store->data);
-    free(store->grad);
     store->data = f->map_data;
     store->grad = f->map_grad;
     for (int32_t i = 0; i < store->n; i++) {
@@ -399,7 +636,7 @@ Status fsdp_wrap(Fsdp **out, ParamStore *store, Comm *comm, const FsdpOptions *o
         p->var.g.data = f->map_grad ? f->map_grad + p->offset : NULL;
         p->var.home = &f->units[p->unit].home;
     }
-    madvise(f->map_data, f->map_bytes, MADV_DONTNEED); /* nothing is resident */
+    if (!dev) madvise(f->map_data, f->map_bytes, MADV_DONTNEED); /* nothing is resident */
     *out = f;
     return ADDC_OK;
 }
@@ -409,14 +646,34 @@ void fsdp_free(Fsdp *f) {
     ParamStore *s = f->store;
     if (prefetch_finish(f) != ADDC_OK) fsdp_failed(f, addc_error_status());
     size_t bytes = (size_t)(s->numel ? s->numel : 1) * sizeof(float);
-    float *data = calloc(1, bytes), *grad = f->map_grad ? calloc(1, bytes) : NULL;
-    if (!data || (f->map_grad && !grad)) {
-        addc_error_set(ADDC_ERR_NOMEM, "fsdp: cannot allocate %.1f MiB to unshard store '%s'; its values are lost",
-                       (double)bytes / 1048576.0, f->name);
-        free(data);
-        free(grad);
-        data = grad = NULL;
+    float *data = NULL, *grad = NULL;
+    bool ok;
+    if (f->dev) {
+        ok = cuda_mem_alloc(CUDA_MEM_PARAMS, (void **)&data, bytes) == ADDC_OK &&
+             cuda_memset(data, 0, bytes) == ADDC_OK &&
+             (!f->map_grad || (cuda_mem_alloc(CUDA_MEM_GRADS, (void **)&grad, bytes) == ADDC_OK &&
+                               cuda_memset(grad, 0, bytes) == ADDC_OK));
+        if (!ok) {
+            addc_error_context(addc_error_status(), "fsdp: unsharding store '%s' on the GPU; its values are lost",
+                               f->name);
+            cuda_mem_free(CUDA_MEM_PARAMS, data, bytes);
+            cuda_mem_free(CUDA_MEM_GRADS, grad, bytes);
+            data = grad = NULL;
+        }
     } else {
+        data = calloc(1, bytes);
+        grad = f->map_grad ? calloc(1, bytes) : NULL;
+        ok = data && (!f->map_grad || grad);
+        if (!ok) {
+            addc_error_set(ADDC_ERR_NOMEM,
+                           "fsdp: cannot allocate %.1f MiB to unshard store '%s'; its values are lost",
+                           (double)bytes / 1048576.0, f->name);
+            free(data);
+            free(grad);
+            data = grad = NULL;
+        }
+    }
+    if (ok) {
         if (fsdp_gather_full(f, f->shard_v, data) != ADDC_OK ||
             (grad && fsdp_gather_full(f, f->shard_g, grad) != ADDC_OK))
             addc_error_context(addc_error_status(), "fsdp: unsharding store '%s'", f->name);
@@ -429,7 +686,7 @@ void fsdp_free(Fsdp *f) {
         p->var.g.data = grad ? grad + p->offset : NULL;
         p->var.home = NULL;
     }
-    fsdp_release_buffers(f);
+    fsdp_release_buffers(f); /* unmapping waits for the gathers above */
 }
 
 /* ---- shards ---- */
@@ -455,16 +712,20 @@ Status fsdp_grads_flush(Fsdp *f) {
 
 void fsdp_zero_grad(Fsdp *f) {
     if (!f->shard_g) return;
-    memset(f->shard_g, 0, (size_t)f->shard_numel * sizeof(float));
-    for (int32_t i = 0; i < f->n_units; i++) unit_clear_grads(f, &f->units[i]);
+    if (mem_zero(f, f->shard_g, (size_t)f->shard_numel * sizeof(float)) != ADDC_OK) fsdp_failed(f, addc_error_status());
+    for (int32_t i = 0; i < f->n_units; i++)
+        if (unit_clear_grads(f, &f->units[i]) != ADDC_OK) fsdp_failed(f, addc_error_status());
 }
 
 void fsdp_invalidate(Fsdp *f) {
     if (prefetch_finish(f) != ADDC_OK) fsdp_failed(f, addc_error_status());
     for (int32_t i = 0; i < f->n_units; i++) {
         FsdpUnit *u = &f->units[i];
-        if (u->resident) unit_drop_values(f, u);
-        else range_release(f, f->map_data, u->offset, u->numel, false); /* pages written around the units */
+        if (u->resident) {
+            if (unit_drop_values(f, u) != ADDC_OK) fsdp_failed(f, addc_error_status());
+        } else if (!f->dev) {
+            range_release(f, f->map_data, u->offset, u->numel, false); /* pages written around the units */
+        }
     }
 }
 
@@ -473,21 +734,14 @@ Status fsdp_gather_full(Fsdp *f, const float *shard, float *full) {
     for (int32_t i = 0; i < f->n_units; i++) {
         const FsdpUnit *u = &f->units[i];
         if (u->S == 0) continue;
-        TRY(comm_allgather(f->comm, shard + u->shard_off, f->gather_buf, u->S, COMM_F32,
-                           unit_what(f, f->what, "gather full", u)));
-        memcpy(full + u->offset, f->gather_buf, (size_t)u->numel * sizeof(float));
+        TRY(coll_allgather(f, shard + u->shard_off, f->gather_buf, u->S, unit_what(f, f->what, "gather full", u)));
+        TRY(mem_copy(f, full + u->offset, f->gather_buf, (size_t)u->numel * sizeof(float)));
     }
     return ADDC_OK;
 }
 
 void fsdp_scatter_full(const Fsdp *f, const float *full, float *shard) {
-    for (int32_t i = 0; i < f->n_units; i++) {
-        const FsdpUnit *u = &f->units[i];
-        int64_t off, first, len;
-        fsdp_shard_range(f, i, &off, &first, &len);
-        memcpy(shard + off, full + u->offset + first, (size_t)len * sizeof(float));
-        memset(shard + off + len, 0, (size_t)(u->S - len) * sizeof(float));
-    }
+    if (scatter_full(f, full, shard) != ADDC_OK) fsdp_failed((Fsdp *)f, addc_error_status()); /* f is not const */
 }
 
 FsdpMemory fsdp_memory(const Fsdp *f) { return f->mem; }

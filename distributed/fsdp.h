@@ -34,7 +34,18 @@
  *     collective): forward passes for sample grids and evaluation are run by every rank.
  *
  * World size 1 needs no wrapping (the trainer then uses the store's own buffers); wrapping at
- * world 1 works too and gives the same numbers. */
+ * world 1 works too and gives the same numbers.
+ *
+ * GPU stores (param_store_to_device): the same contract with device memory. Shards, and every
+ * buffer fsdp_gather_full / fsdp_scatter_full take, are device memory; the store's `data` and
+ * `grad` become reserved device address space (cuda_va_reserve) whose granules are mapped while a
+ * resident (values) or dirty (gradients) unit touches them and unmapped afterwards, so reading a
+ * released unit's range faults rather than reading zeros: never touch the store's buffers while
+ * wrapped. Every copy and kernel is issued on the compute stream (cuda_stream()), the collectives
+ * through comm on device buffers. On an MPI communicator comm_enable_device must have been called
+ * (fsdp_wrap refuses otherwise); the solo communicator needs nothing. The 1/N scaling of reduced
+ * gradients is a multiplication by 1/N on the GPU (a division on the CPU): the same bits for a
+ * power-of-two world. */
 #ifndef ADDC_DISTRIBUTED_FSDP_H
 #define ADDC_DISTRIBUTED_FSDP_H
 
@@ -54,10 +65,10 @@ void fsdp_options_default(FsdpOptions *o);
 
 typedef struct Fsdp Fsdp;
 
-/* Shards `store` (allocated on the CPU, values identical on every rank: checked by an
- * all-reduced checksum, an error names the store `name` otherwise) over `comm`; collective. o may
- * be NULL (defaults). Gradients start at zero (the store's gradient buffer is dropped). The store
- * must outlive the Fsdp. */
+/* Shards `store` (allocated on the CPU or the GPU, values identical on every rank: checked by an
+ * all-reduced checksum (on the GPU: of the sum of squares), an error names the store `name`
+ * otherwise) over `comm`; collective. o may be NULL (defaults). Gradients start at zero (the
+ * store's gradient buffer is dropped). The store must outlive the Fsdp. */
 Status fsdp_wrap(Fsdp **out, ParamStore *store, Comm *comm, const FsdpOptions *o, const char *name);
 /* Restores the store to plain full buffers (as param_store_alloc made them) holding the current
  * values and the reduced gradients (all-gathered from the shards; pending gradients not flushed
@@ -86,7 +97,8 @@ void fsdp_invalidate(Fsdp *f);
 /* All-gathers every unit of an arbitrary shard-shaped buffer `shard` (shard_numel, e.g. an
  * optimizer moment or the EMA) into the full flat buffer `full` (store numel); collective. */
 Status fsdp_gather_full(Fsdp *f, const float *shard, float *full);
-/* The inverse: this rank's shard of a full flat buffer (no communication). */
+/* The inverse: this rank's shard of a full flat buffer (no communication). On the GPU a CUDA
+ * failure is left set (addc_error_status) and reported by the next acquire. */
 void fsdp_scatter_full(const Fsdp *f, const float *full, float *shard);
 
 typedef struct FsdpMemory {
@@ -97,6 +109,9 @@ typedef struct FsdpMemory {
     int64_t gathers, reduce_scatters;
     int64_t prefetched; /* gathers that were prefetches (the rest waited for their all-gather) */
     int64_t bytes_gathered, bytes_reduced; /* received by all-gathers, sent to reduce-scatters */
+    /* GPU stores (0 on the CPU): the granule size of the reserved space, the granules of values
+     * and gradients mapped now, and the most mapped at once */
+    int64_t granule_bytes, granules_mapped, granules_peak;
 } FsdpMemory;
 FsdpMemory fsdp_memory(const Fsdp *f);
 

@@ -324,8 +324,9 @@ static Status device_start(Trainer *t) {
     if (t->device != DEVICE_CUDA) return ADDC_OK;
     if (t->world > 1)
         return addc_error_set(ADDC_ERR_UNSUPPORTED,
-                              "device cuda on %d ranks: sharding GPU stores (FSDP over NCCL) is not built yet; run one "
-                              "rank per job with device cuda, or device cpu on ranks",
+                              "device cuda on %d ranks: the trainer does not shard GPU stores yet (FSDP and NCCL "
+                              "collectives on device buffers exist; the trainer's checkpoint and weight staging "
+                              "through them is next): run one rank per job with device cuda, or device cpu on ranks",
                               t->world);
     if (cuda_device_count() == 0)
         return addc_error_set(ADDC_ERR_UNSUPPORTED, "device cuda: no usable GPU (%s)", cuda_unavailable_reason());

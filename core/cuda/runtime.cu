@@ -388,3 +388,179 @@ extern "C" void *cuda_cudnn_handle(void) {
     return NULL;
 }
 #endif
+
+// ---- reserved address space (CUDA virtual memory management, driver API) ----
+//
+// A range reserved once keeps its addresses; physical memory is created and mapped in pieces of
+// whole granules (cuda_va_map) and given back (cuda_va_unmap) while the addresses stay valid for
+// later mappings. Each cuda_va_map is one physical allocation (handle); the table below finds the
+// handle of a mapped piece by its address, so cuda_va_unmap must be called with exactly the address
+// and size a cuda_va_map was.
+//
+// The driver functions are looked up through the runtime (cudaGetDriverEntryPointByVersion), not
+// linked: linking libcuda would make every addc program need the driver library, and the CPU-only
+// machines that build and test addc have none.
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+static struct {
+    bool loaded;
+    PFN_cuGetErrorString_v6000 get_error_string;
+    PFN_cuMemGetAllocationGranularity_v10020 granularity;
+    PFN_cuMemAddressReserve_v10020 address_reserve;
+    PFN_cuMemAddressFree_v10020 address_free;
+    PFN_cuMemCreate_v10020 create;
+    PFN_cuMemMap_v10020 map;
+    PFN_cuMemSetAccess_v10020 set_access;
+    PFN_cuMemUnmap_v10020 unmap;
+    PFN_cuMemRelease_v10020 release;
+} drv;
+
+static Status drv_symbol(const char *name, void **fn) {
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    *fn = NULL;
+    CUDA_CHECK(cudaGetDriverEntryPointByVersion(name, fn, 12000, cudaEnableDefault, &q));
+    if (q != cudaDriverEntryPointSuccess || !*fn)
+        return addc_error_set(ADDC_ERR_UNSUPPORTED, "CUDA driver: %s not found (%s)", name,
+                              q == cudaDriverEntryPointVersionNotSufficent ? "driver too old" : "no such symbol");
+    return ADDC_OK;
+}
+
+static Status drv_load(void) {
+    if (drv.loaded) return ADDC_OK;
+    TRY(drv_symbol("cuGetErrorString", (void **)&drv.get_error_string));
+    TRY(drv_symbol("cuMemGetAllocationGranularity", (void **)&drv.granularity));
+    TRY(drv_symbol("cuMemAddressReserve", (void **)&drv.address_reserve));
+    TRY(drv_symbol("cuMemAddressFree", (void **)&drv.address_free));
+    TRY(drv_symbol("cuMemCreate", (void **)&drv.create));
+    TRY(drv_symbol("cuMemMap", (void **)&drv.map));
+    TRY(drv_symbol("cuMemSetAccess", (void **)&drv.set_access));
+    TRY(drv_symbol("cuMemUnmap", (void **)&drv.unmap));
+    TRY(drv_symbol("cuMemRelease", (void **)&drv.release));
+    drv.loaded = true;
+    return ADDC_OK;
+}
+
+static const char *cu_error_string(CUresult r) {
+    const char *s = NULL;
+    if (drv.get_error_string) drv.get_error_string(r, &s);
+    return s ? s : "unknown error";
+}
+
+// CU_CHECK: the generic check macro specialised for the CUDA driver API (returns a Status).
+#define CU_CHECK(expr) \
+    ADDC_CHECK_GEN("CUDA driver", expr, CUresult, r_ == CUDA_SUCCESS, "%s", cu_error_string(r_), ADDC_ERR_EXTERNAL)
+
+typedef struct VaPiece {
+    CUdeviceptr addr;
+    size_t bytes;
+    CUmemGenericAllocationHandle handle;
+} VaPiece;
+
+static VaPiece *va_pieces;  // (va_n) mapped pieces, unordered
+static size_t va_n, va_cap;
+static size_t va_gran;      // allocation granularity of the current device, 0 until asked
+
+// The current device's allocation properties (pinned device memory) and granularity.
+static Status va_prop(CUmemAllocationProp *prop) {
+    TRY(ensure_init());
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaFree(0));  // the runtime's primary context exists and is current for the driver calls
+    TRY(drv_load());
+    memset(prop, 0, sizeof *prop);
+    prop->type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop->location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    prop->location.id = dev;
+    if (!va_gran) {
+        size_t g = 0;
+        CU_CHECK(drv.granularity(&g, prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED));
+        if (g == 0) return addc_error_set(ADDC_ERR_EXTERNAL, "CUDA driver reports an allocation granularity of 0");
+        va_gran = g;
+    }
+    return ADDC_OK;
+}
+
+static size_t va_round(size_t bytes) { return ((bytes ? bytes : 1) + va_gran - 1) / va_gran * va_gran; }
+
+extern "C" Status cuda_va_reserve(void **base, size_t bytes, size_t *granularity) {
+    *base = NULL;
+    CUmemAllocationProp prop;
+    TRY(va_prop(&prop));
+    CUdeviceptr p = 0;
+    CU_CHECK(drv.address_reserve(&p, va_round(bytes), va_gran, 0, 0));
+    *base = (void *)p;
+    if (granularity) *granularity = va_gran;
+    return ADDC_OK;
+}
+
+extern "C" Status cuda_va_map(void *addr, size_t bytes, CudaMemCategory cat) {
+    if (cat < 0 || cat >= CUDA_MEM_COUNT) return addc_error_set(ADDC_ERR_INVALID, "bad memory category %d", (int)cat);
+    CUmemAllocationProp prop;
+    TRY(va_prop(&prop));
+    if (bytes == 0 || (uintptr_t)addr % va_gran || bytes % va_gran)
+        return addc_error_set(ADDC_ERR_INVALID, "cuda_va_map(%p, %zu): address and size must be non-zero multiples of "
+                              "the granularity %zu", addr, bytes, va_gran);
+    if (va_n == va_cap) {
+        size_t cap = va_cap ? 2 * va_cap : 64;
+        VaPiece *p = (VaPiece *)realloc(va_pieces, cap * sizeof *p);
+        if (!p) return addc_error_set(ADDC_ERR_NOMEM, "cuda_va_map: no host memory for the mapping table");
+        va_pieces = p;
+        va_cap = cap;
+    }
+    CUmemGenericAllocationHandle h;
+    CUresult r = drv.create(&h, bytes, &prop, 0);
+    if (r != CUDA_SUCCESS) {
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        char rep[512];
+        return addc_error_set(r == CUDA_ERROR_OUT_OF_MEMORY ? ADDC_ERR_NOMEM : ADDC_ERR_EXTERNAL,
+                              "cuMemCreate of %.1f MiB of %s failed: %s; %.1f MiB free of %.1f MiB; in use: %s",
+                              bytes / 1048576.0, category_names[cat], cu_error_string(r), free_b / 1048576.0,
+                              total_b / 1048576.0, cuda_mem_report(rep, sizeof rep));
+    }
+    r = drv.map((CUdeviceptr)addr, bytes, 0, h, 0);
+    if (r != CUDA_SUCCESS) {
+        drv.release(h);
+        return addc_error_set(ADDC_ERR_EXTERNAL, "cuMemMap(%p, %zu) failed: %s", addr, bytes, cu_error_string(r));
+    }
+    CUmemAccessDesc acc;
+    memset(&acc, 0, sizeof acc);
+    acc.location = prop.location;
+    acc.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    r = drv.set_access((CUdeviceptr)addr, bytes, &acc, 1);
+    if (r != CUDA_SUCCESS) {
+        drv.unmap((CUdeviceptr)addr, bytes);
+        drv.release(h);
+        return addc_error_set(ADDC_ERR_EXTERNAL, "cuMemSetAccess(%p, %zu) failed: %s", addr, bytes, cu_error_string(r));
+    }
+    va_pieces[va_n++] = VaPiece{(CUdeviceptr)addr, bytes, h};
+    mem_live[cat] += (int64_t)bytes;
+    if (mem_live[cat] > mem_peak[cat]) mem_peak[cat] = mem_live[cat];
+    return ADDC_OK;
+}
+
+extern "C" Status cuda_va_unmap(void *addr, size_t bytes, CudaMemCategory cat) {
+    if (cat < 0 || cat >= CUDA_MEM_COUNT) return addc_error_set(ADDC_ERR_INVALID, "bad memory category %d", (int)cat);
+    size_t i = 0;
+    while (i < va_n && va_pieces[i].addr != (CUdeviceptr)addr) i++;
+    if (i == va_n || va_pieces[i].bytes != bytes)
+        return addc_error_set(ADDC_ERR_INVALID, "cuda_va_unmap(%p, %zu): no such mapping (cuda_va_map %s)", addr, bytes,
+                              i == va_n ? "never mapped this address" : "mapped another size there");
+    // kernels already enqueued on the compute stream may still read or write the range
+    CUDA_CHECK(cudaStreamSynchronize(compute_stream));
+    VaPiece p = va_pieces[i];
+    CU_CHECK(drv.unmap(p.addr, p.bytes));
+    va_pieces[i] = va_pieces[--va_n];
+    CU_CHECK(drv.release(p.handle));
+    mem_live[cat] -= (int64_t)bytes;
+    return ADDC_OK;
+}
+
+extern "C" Status cuda_va_free(void *base, size_t bytes) {
+    if (!base) return ADDC_OK;
+    if (!va_gran) return addc_error_set(ADDC_ERR_INVALID, "cuda_va_free(%p): nothing was reserved", base);
+    CU_CHECK(drv.address_free((CUdeviceptr)base, va_round(bytes)));
+    return ADDC_OK;
+}
