@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/build.sh
+BUILD_TARGETS=addc scripts/build.sh # the program only: the tests are scripts/test.sh's
 ./build/addc --version
 [ -f data/fmnist/fmnist-test-000000.tar ] || ./build/addc shards fmnist data/fmnist
 RUN=runs/toy_add-$(date +%Y%m%d-%H%M%S)
