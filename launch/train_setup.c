@@ -727,6 +727,7 @@ void trainer_ema_swap(Trainer *t) {
     if (!t->ema) return;
     if (t->device == DEVICE_CUDA) {
         cuda_swap_f32(t->opt_g.values, t->ema, t->opt_g.numel); /* a launch error shows at the next sync */
+        if (t->fsdp_student) fsdp_invalidate(t->fsdp_student);
         return;
     }
     float *p = t->opt_g.values, *e = t->ema;
@@ -813,11 +814,13 @@ Status trainer_test_accuracy(Trainer *t, int64_t *correct, int64_t *total) {
 
 double trainer_teacher_sumsq(const Trainer *t) {
     if (!t->teacher) return 0.0;
-    if (t->teacher->params.device == DEVICE_CUDA) {
-        double ss;
-        return cuda_sum_squares(t->teacher->params.data, t->teacher->params.numel, &ss) == ADDC_OK ? ss : NAN;
-    }
-    if (!t->fsdp_teacher) return sum_squares(t->teacher->params.data, t->teacher->params.numel);
-    double ss = sum_squares(fsdp_shard_values(t->fsdp_teacher), fsdp_shard_numel(t->fsdp_teacher));
+    bool gpu = t->teacher->params.device == DEVICE_CUDA;
+    /* a sharded store's own buffer is reserved address space: sum the shards, then over ranks */
+    const float *x = t->fsdp_teacher ? fsdp_shard_values(t->fsdp_teacher) : t->teacher->params.data;
+    int64_t n = t->fsdp_teacher ? fsdp_shard_numel(t->fsdp_teacher) : t->teacher->params.numel;
+    double ss = 0;
+    if (gpu && cuda_sum_squares(x, n, &ss) != ADDC_OK) return NAN;
+    if (!gpu) ss = sum_squares(x, n);
+    if (!t->fsdp_teacher) return ss;
     return comm_allreduce(t->comm, &ss, &ss, 1, COMM_F64, COMM_SUM, "teacher checksum") == ADDC_OK ? ss : NAN;
 }
