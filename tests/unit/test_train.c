@@ -244,6 +244,18 @@ int main(void) {
         CHECK(max_abs_diff(p, q, &nt2) == 0 && nt2 > 100, "ADD with checkpointing: a different student");
     }
 
+    /* checkpoint.final false (step benchmarks): the run ends without its end checkpoint and weights */
+    snprintf(a, sizeof a, "%s checkpoint.final=false save_every=0 --run-dir %s/addnf", add_args, tmp);
+    CHECK(run(a, "addnf.log") == 0, "ADD run with checkpoint.final=false failed: see %s/addnf.log", tmp);
+    snprintf(p, sizeof p, "%s/addnf/student.safetensors", tmp);
+    snprintf(q, sizeof q, "%s/addnf/checkpoints/latest", tmp);
+    CHECK(access(p, F_OK) != 0 && access(q, F_OK) != 0, "checkpoint.final=false still wrote %s or %s", p, q);
+    {
+        double gf[8];
+        snprintf(p, sizeof p, "%s/addnf/metrics.jsonl", tmp);
+        CHECK(test_jsonl_values(p, "loss_g", gf, 8) == 3, "checkpoint.final=false: the steps were not logged");
+    }
+
     /* diffusion mode: the grid samples the EMA (swapped in and back) with the teacher sampler */
     for (int r = 0; r < 2; r++) {
         snprintf(a, sizeof a,
