@@ -18,6 +18,13 @@
  * reduce-scattered (sum, in reduce_dtype), divided by N and added into the rank's gradient
  * shard; the range is then zeroed. Doing this early (an eviction) and again later is the same
  * sum, since gradients only accumulate.
+ *   The reduce-scatter is non-blocking: it is posted and left in flight while the backward goes on
+ * with the next units (on the GPU it runs on the communication stream beside their kernels), and
+ * is "landed" (waited for, then its 1/N share added into the gradient shard) only when the next
+ * reduce needs the buffers, or at fsdp_grads_flush / fsdp_zero_grad / fsdp_gather_full /
+ * fsdp_free. One is in flight at most and they land in the order they were posted, so the
+ * gradient shard receives the same additions in the same order as if each had been waited for at
+ * once: the bits do not depend on the overlap.
  *
  * Residency. acquire gathers a unit that is not resident, stamps it with a clock that counts
  * acquire calls, and then releases least recently stamped units while more than max_resident
@@ -104,6 +111,9 @@ struct Fsdp {
     int64_t shard_numel, max_S;
     float *gather_buf;          /* (world * max_S) where all-gathers land */
     float *rs_send, *rs_recv;   /* (world * max_S), (max_S) reduce-scatter buffers (trainable) */
+    int32_t rs_unit;            /* unit whose reduce-scatter is in flight in rs_send/rs_recv, -1 for none */
+    CommRequest *rs_req;
+    const float *rs_out;        /* where its S_u summed elements will be (rs_recv, or rs_send when local) */
     int32_t pf_unit;            /* unit being prefetched into gather_buf, -1 for none */
     CommRequest *pf_req;
     int32_t last_unit;          /* unit of the last acquire, -1 at first */
@@ -230,10 +240,12 @@ static Status coll_iallgather(Fsdp *f, const float *send, float *recv, int64_t c
     return comm_iallgather(f->comm, send, recv, count, COMM_F32, what, req);
 }
 
-/* Reduce-scatters rs_send (world * S); *out: where this rank's S summed elements are. */
-static Status coll_reduce_scatter(Fsdp *f, int64_t S, const char *what, const float **out) {
+/* Posts the reduce-scatter of rs_send (world * S); *out: where this rank's S summed elements will
+ * be once *req has completed (comm_wait; NULL when it already has). */
+static Status coll_ireduce_scatter(Fsdp *f, int64_t S, const char *what, const float **out, CommRequest **req) {
+    *req = NULL;
     if (!f->local) {
-        TRY(comm_reduce_scatter(f->comm, f->rs_send, f->rs_recv, S, f->opt.reduce_dtype, COMM_SUM, what));
+        TRY(comm_ireduce_scatter(f->comm, f->rs_send, f->rs_recv, S, f->opt.reduce_dtype, COMM_SUM, what, req));
         *out = f->rs_recv;
         return ADDC_OK;
     }
@@ -340,26 +352,41 @@ static Status unit_clear_grads(Fsdp *f, FsdpUnit *u) {
     return ADDC_OK;
 }
 
-/* Reduce-scatters a dirty unit's gradient range into the gradient shard and zeroes the range. */
-static Status unit_reduce(Fsdp *f, FsdpUnit *u) {
-    if (!u->dirty) return ADDC_OK;
-    int64_t padded = (int64_t)f->world * u->S;
-    TRY(mem_copy(f, f->rs_send, f->map_grad + u->offset, (size_t)u->numel * sizeof(float)));
-    TRY(mem_zero(f, f->rs_send + u->numel, (size_t)(padded - u->numel) * sizeof(float)));
-    const float *red = NULL;
-    TRY(coll_reduce_scatter(f, u->S, unit_what(f, f->what, "reduce-scatter", u), &red));
+/* Lands the reduce-scatter in flight, if any: waits for it and adds its 1/N share into the
+ * gradient shard (see "Reduce" at the top). */
+static Status reduce_land(Fsdp *f) {
+    if (f->rs_unit < 0) return ADDC_OK;
+    int32_t unit = f->rs_unit;
+    CommRequest *r = f->rs_req;
+    f->rs_unit = -1;
+    f->rs_req = NULL;
+    TRY(comm_wait(f->comm, r));
     int64_t off, first, len;
-    fsdp_shard_range(f, u->index, &off, &first, &len);
+    fsdp_shard_range(f, unit, &off, &first, &len);
     float *dst = f->shard_g + off;
+    const float *red = f->rs_out;
     const float world = (float)f->world;
     if (f->dev) { /* x * (1/N): the same as x / N for a power-of-two world, exact at world 1 */
         TRY(cuda_axpy_f32(dst, red, len, 1.0f / world));
     } else {
         for (int64_t i = 0; i < len; i++) dst[i] += red[i] / world;
     }
+    return ADDC_OK;
+}
+
+/* Posts the reduce-scatter of a dirty unit's gradient range (landing the one before it first) and
+ * zeroes the range; the sum reaches the gradient shard when it lands. */
+static Status unit_reduce(Fsdp *f, FsdpUnit *u) {
+    if (!u->dirty) return ADDC_OK;
+    TRY(reduce_land(f)); /* rs_send / rs_recv are free afterwards */
+    int64_t padded = (int64_t)f->world * u->S;
+    TRY(mem_copy(f, f->rs_send, f->map_grad + u->offset, (size_t)u->numel * sizeof(float)));
+    TRY(mem_zero(f, f->rs_send + u->numel, (size_t)(padded - u->numel) * sizeof(float)));
+    TRY(coll_ireduce_scatter(f, u->S, unit_what(f, f->what, "reduce-scatter", u), &f->rs_out, &f->rs_req));
+    f->rs_unit = u->index;
     f->mem.reduce_scatters++;
     f->mem.bytes_reduced += padded * (f->opt.reduce_dtype == COMM_BF16 ? 2 : 4);
-    return unit_clear_grads(f, u);
+    return unit_clear_grads(f, u); /* the collective reads rs_send, not the range */
 }
 
 /* Reduces pending gradients, then releases the values. */
@@ -561,6 +588,7 @@ Status fsdp_wrap(Fsdp **out, ParamStore *store, Comm *comm, const FsdpOptions *o
     f->local = dev && !comm_device_enabled(comm); /* the solo communicator (MPI ones refused above) */
     snprintf(f->name, sizeof f->name, "%s", name);
     f->pf_unit = -1;
+    f->rs_unit = -1;
     f->last_unit = -1;
     f->page = (size_t)sysconf(_SC_PAGESIZE);
     f->n_units = store->n_units;
@@ -645,6 +673,7 @@ void fsdp_free(Fsdp *f) {
     if (!f) return;
     ParamStore *s = f->store;
     if (prefetch_finish(f) != ADDC_OK) fsdp_failed(f, addc_error_status());
+    if (reduce_land(f) != ADDC_OK) fsdp_failed(f, addc_error_status());
     size_t bytes = (size_t)(s->numel ? s->numel : 1) * sizeof(float);
     float *data = NULL, *grad = NULL;
     bool ok;
@@ -707,11 +736,12 @@ Status fsdp_grads_flush(Fsdp *f) {
     TRY(prefetch_finish(f)); /* afterwards nothing is in flight: shard values may change */
     for (int32_t i = 0; i < f->n_units; i++)
         if (f->units[i].dirty) TRY(unit_retire(f, &f->units[i]));
-    return ADDC_OK;
+    return reduce_land(f);
 }
 
 void fsdp_zero_grad(Fsdp *f) {
     if (!f->shard_g) return;
+    if (reduce_land(f) != ADDC_OK) fsdp_failed(f, addc_error_status()); /* its sum is zeroed with the rest */
     if (mem_zero(f, f->shard_g, (size_t)f->shard_numel * sizeof(float)) != ADDC_OK) fsdp_failed(f, addc_error_status());
     for (int32_t i = 0; i < f->n_units; i++)
         if (unit_clear_grads(f, &f->units[i]) != ADDC_OK) fsdp_failed(f, addc_error_status());
@@ -731,6 +761,7 @@ void fsdp_invalidate(Fsdp *f) {
 
 Status fsdp_gather_full(Fsdp *f, const float *shard, float *full) {
     TRY(prefetch_finish(f)); /* gather_buf is needed */
+    TRY(reduce_land(f));     /* `shard` may be the gradient shard */
     for (int32_t i = 0; i < f->n_units; i++) {
         const FsdpUnit *u = &f->units[i];
         if (u->S == 0) continue;

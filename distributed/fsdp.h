@@ -22,7 +22,9 @@
  *     gradient range (sum over ranks, scaled by 1/N: the trainer's losses are per-rank means
  *     over equal local batches, so the result is the gradient of the global-batch mean) into
  *     the gradient shard (accumulating: grads_done may run more than once per step, the sum is
- *     linear), zeroes the range and releases the unit. fsdp_grads_flush does the same for
+ *     linear), zeroes the range and releases the unit. The reduce-scatter is left in flight
+ *     while the backward of the next units runs, and lands (is added into the shard) when the
+ *     next one is posted or at flush: the same additions in the same order, so the same bits. fsdp_grads_flush does the same for
  *     every unit with gradients still pending; the trainer calls it after each backward,
  *     before the optimizer step.
  *   - While wrapped, the store's `data` and `grad` must not be read or written directly (a
