@@ -771,6 +771,31 @@ Status fsdp_gather_full(Fsdp *f, const float *shard, float *full) {
     return ADDC_OK;
 }
 
+Status fsdp_gather_full_host(Fsdp *f, const float *shard, float *full) {
+    if (!f->dev) return fsdp_gather_full(f, shard, full);
+    TRY(prefetch_finish(f));
+    TRY(reduce_land(f));
+    for (int32_t i = 0; i < f->n_units; i++) {
+        const FsdpUnit *u = &f->units[i];
+        if (u->S == 0) continue;
+        TRY(coll_allgather(f, shard + u->shard_off, f->gather_buf, u->S, unit_what(f, f->what, "gather full", u)));
+        TRY(cuda_copy_to_host(full + u->offset, f->gather_buf, (size_t)u->numel * sizeof(float))); /* waits */
+    }
+    return ADDC_OK;
+}
+
+Status fsdp_scatter_full_host(Fsdp *f, const float *full, float *shard) {
+    if (!f->dev) return scatter_full(f, full, shard);
+    for (int32_t i = 0; i < f->n_units; i++) {
+        const FsdpUnit *u = &f->units[i];
+        int64_t off, first, len;
+        fsdp_shard_range(f, i, &off, &first, &len);
+        TRY(cuda_copy_to_device(shard + off, full + u->offset + first, (size_t)len * sizeof(float)));
+        TRY(cuda_memset(shard + off + len, 0, (size_t)(u->S - len) * sizeof(float)));
+    }
+    return cuda_synchronize(); /* `full` may be freed once this returns */
+}
+
 void fsdp_scatter_full(const Fsdp *f, const float *full, float *shard) {
     if (scatter_full(f, full, shard) != ADDC_OK) fsdp_failed((Fsdp *)f, addc_error_status()); /* f is not const */
 }

@@ -103,6 +103,13 @@ Status fsdp_gather_full(Fsdp *f, const float *shard, float *full);
  * failure is left set (addc_error_status) and reported by the next acquire. */
 void fsdp_scatter_full(const Fsdp *f, const float *full, float *shard);
 
+/* The same with `full` in host memory whatever the store's device: on the GPU each unit is gathered
+ * into the device gather buffer and copied down (a full copy of a large network never has to fit
+ * in device memory), and the scatter copies this rank's ranges up; both return once `full` may be
+ * reused. On the CPU they are fsdp_gather_full and fsdp_scatter_full. Collective (the gather). */
+Status fsdp_gather_full_host(Fsdp *f, const float *shard, float *full);
+Status fsdp_scatter_full_host(Fsdp *f, const float *full, float *shard);
+
 typedef struct FsdpMemory {
     int64_t shard_bytes;         /* values + gradients shards */
     int64_t resident_peak_bytes; /* peak of gathered values + pending gradient ranges at once (the

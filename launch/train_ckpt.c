@@ -12,16 +12,20 @@
 
 /* ---- a store-shaped buffer, parameter by parameter ---- */
 
-/* The full flat values (store numel) of buf: buf itself on one rank, gathered into *tmp with FSDP. */
-static Status full_of(Fsdp *f, const ParamStore *s, const float *buf, float **tmp, const float **full) {
+/* The full flat values (store numel) of buf: buf itself on one rank (on the store's device), gathered
+ * into the host buffer *tmp with FSDP (unit by unit on the GPU: the full copy never sits in device
+ * memory). *dev: whether *full is device memory. */
+static Status full_of(Fsdp *f, const ParamStore *s, const float *buf, float **tmp, const float **full, bool *dev) {
     if (!f) {
         *full = buf;
+        *dev = s->device == DEVICE_CUDA;
         return ADDC_OK;
     }
     if (!*tmp) *tmp = malloc((size_t)s->numel * sizeof(float));
     if (!*tmp) return addc_error_set(ADDC_ERR_NOMEM, "checkpoint: out of memory for %lld values", (long long)s->numel);
-    TRY(fsdp_gather_full(f, buf, *tmp));
+    TRY(fsdp_gather_full_host(f, buf, *tmp));
     *full = *tmp;
+    *dev = false;
     return ADDC_OK;
 }
 
@@ -46,10 +50,11 @@ static Status param_prepare(const Param *p, int64_t *shape, int32_t *nd, float *
 static Status store_io_host(CkptFile *cf, Comm *comm, const ParamStore *s, float *full, const char *group,
                             bool write);
 
-/* A store on the GPU: its buffers (values, and the optimizer moments and EMA the trainer keeps beside
- * them) are device memory: staged through the host. */
-static Status store_io(CkptFile *cf, Comm *comm, const ParamStore *s, float *full, const char *group, bool write) {
-    if (s->device != DEVICE_CUDA) return store_io_host(cf, comm, s, full, group, write);
+/* dev: `full` is device memory (a GPU store's own buffers: values, and the optimizer moments and EMA
+ * the trainer keeps beside them), staged through the host. */
+static Status store_io(CkptFile *cf, Comm *comm, const ParamStore *s, float *full, const char *group, bool write,
+                       bool dev) {
+    if (!dev) return store_io_host(cf, comm, s, full, group, write);
     size_t bytes = (size_t)(s->numel ? s->numel : 1) * sizeof(float);
     float *host = malloc(bytes);
     if (!host) return addc_error_set(ADDC_ERR_NOMEM, "checkpoint: out of memory staging %s", group);
@@ -88,21 +93,22 @@ static Status store_io_host(CkptFile *cf, Comm *comm, const ParamStore *s, float
     return st;
 }
 
-static Status write_store(CkptFile *cf, Comm *comm, const ParamStore *s, const float *full, const char *group) {
-    return store_io(cf, comm, s, (float *)full, group, true);
+static Status write_store(CkptFile *cf, Comm *comm, const ParamStore *s, const float *full, const char *group,
+                          bool dev) {
+    return store_io(cf, comm, s, (float *)full, group, true, dev);
 }
 
-static Status read_store(CkptFile *cf, const ParamStore *s, float *full, const char *group) {
-    return store_io(cf, NULL, s, full, group, false); /* every rank reads every row: no rank needed */
+static Status read_store(CkptFile *cf, const ParamStore *s, float *full, const char *group, bool dev) {
+    return store_io(cf, NULL, s, full, group, false, dev); /* every rank reads every row: no rank needed */
 }
 
-/* buf (the store's own buffer on one rank, or this rank's shard) <- group/ *. */
+/* buf (the store's own buffer on one rank, or this rank's shard; on the store's device) <- group/ *. */
 static Status load_buffer(CkptFile *cf, Fsdp *f, const ParamStore *s, float *buf, const char *group) {
-    if (!f) return read_store(cf, s, buf, group);
+    if (!f) return read_store(cf, s, buf, group, s->device == DEVICE_CUDA);
     float *full = malloc((size_t)s->numel * sizeof(float));
     if (!full) return addc_error_set(ADDC_ERR_NOMEM, "checkpoint: out of memory for %lld values", (long long)s->numel);
-    Status st = read_store(cf, s, full, group);
-    if (st == ADDC_OK) fsdp_scatter_full(f, full, buf);
+    Status st = read_store(cf, s, full, group, false);
+    if (st == ADDC_OK) st = fsdp_scatter_full_host(f, full, buf);
     free(full);
     return st;
 }
@@ -110,8 +116,9 @@ static Status load_buffer(CkptFile *cf, Fsdp *f, const ParamStore *s, float *buf
 static Status save_buffer(CkptFile *cf, Comm *comm, Fsdp *f, const ParamStore *s, const float *buf,
                           const char *group, float **tmp) {
     const float *full = NULL;
-    TRY(full_of(f, s, buf, tmp, &full));
-    return write_store(cf, comm, s, full, group);
+    bool dev = false;
+    TRY(full_of(f, s, buf, tmp, &full, &dev));
+    return write_store(cf, comm, s, full, group, dev);
 }
 
 /* ---- the trainer ---- */
@@ -136,7 +143,8 @@ static Status save_contents(Trainer *t, CkptFile *cf, int64_t nonfinite_total) {
         SAVE(save_buffer(cf, comm, t->fsdp_heads, hp, t->opt_d.values, "heads", &tmp));
         SAVE(save_buffer(cf, comm, t->fsdp_heads, hp, t->opt_d.m, "opt_d/m", &tmp));
         SAVE(save_buffer(cf, comm, t->fsdp_heads, hp, t->opt_d.v, "opt_d/v", &tmp));
-        if (t->heads->state.n > 0) SAVE(write_store(cf, comm, &t->heads->state, t->heads->state.data, "heads_state"));
+        if (t->heads->state.n > 0) SAVE(write_store(cf, comm, &t->heads->state, t->heads->state.data, "heads_state",
+                                                       t->heads->state.device == DEVICE_CUDA));
         free(tmp);
         tmp = NULL;
     }
@@ -195,7 +203,7 @@ static Status expect_i64(CkptFile *f, const char *name, int64_t want, const char
 }
 
 Status train_ckpt_read_params(CkptFile *f, ParamStore *s, const char *group) {
-    return read_store(f, s, s->data, group);
+    return read_store(f, s, s->data, group, s->device == DEVICE_CUDA);
 }
 
 Status train_ckpt_config(CkptFile *f, TrainConfig *cfg) {
@@ -244,7 +252,8 @@ Status train_ckpt_load(Trainer *t, CkptFile *f, int64_t *nonfinite_total) {
         TRY(load_buffer(f, t->fsdp_heads, hp, t->opt_d.values, "heads"));
         TRY(load_buffer(f, t->fsdp_heads, hp, t->opt_d.m, "opt_d/m"));
         TRY(load_buffer(f, t->fsdp_heads, hp, t->opt_d.v, "opt_d/v"));
-        if (t->heads->state.n > 0) TRY(read_store(f, &t->heads->state, t->heads->state.data, "heads_state"));
+        if (t->heads->state.n > 0) TRY(read_store(f, &t->heads->state, t->heads->state.data, "heads_state",
+                                                      t->heads->state.device == DEVICE_CUDA));
         if (t->fsdp_heads) fsdp_invalidate(t->fsdp_heads);
     }
     TRY(ckpt_get_i64(f, "step", &t->step));

@@ -141,7 +141,7 @@ static const ConfigField train_fields[] = {
     CONFIG_ENUM(TrainConfig, mode, "add", train_mode_names,
                 "add (distillation), diffusion (teacher training) or classify (feature / evaluation networks)"),
     CONFIG_ENUM(TrainConfig, device, "cpu", device_names,
-                "where the networks and the step run: cpu, or cuda (one GPU per rank; one rank for now)"),
+                "where the networks and the step run: cpu, or cuda (one GPU per rank)"),
     CONFIG_ENUM(TrainConfig, compute, "f32", compute_names,
                 "the dtype layers compute in: f32, or bf16 on cuda (fp32 master weights and optimizer state)"),
     CONFIG_INT(TrainConfig, seed, "0", 0, INT64_MAX, "seed of every draw of the run (core/rng.h)"),

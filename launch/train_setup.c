@@ -319,18 +319,35 @@ static Status role_to_device(Model *m) {
     return ADDC_OK;
 }
 
+/* This rank's index among the ranks of its node, from the launcher's environment (Open MPI, Slurm,
+ * MPICH/Hydra, torchrun-style), or -1 when none says. */
+static int local_rank_from_env(void) {
+    static const char *const keys[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "LOCAL_RANK"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *v = getenv(keys[i]);
+        char *end;
+        long r = v && *v ? strtol(v, &end, 10) : -1;
+        if (v && *v && !*end && r >= 0 && r < 1 << 20) return (int)r;
+    }
+    return -1;
+}
+
+/* device cuda: the GPU of this rank (its local rank modulo the GPUs it sees, so one rank per GPU
+ * when a node runs as many ranks as it has GPUs), and on several ranks the device collectives
+ * (NCCL) that FSDP's GPU stores use. Collective on several ranks. */
 static Status device_start(Trainer *t) {
     t->device = (Device)t->cfg.device;
     if (t->device != DEVICE_CUDA) return ADDC_OK;
-    if (t->world > 1)
-        return addc_error_set(ADDC_ERR_UNSUPPORTED,
-                              "device cuda on %d ranks: the trainer does not shard GPU stores yet (FSDP and NCCL "
-                              "collectives on device buffers exist; the trainer's checkpoint and weight staging "
-                              "through them is next): run one rank per job with device cuda, or device cpu on ranks",
-                              t->world);
-    if (cuda_device_count() == 0)
-        return addc_error_set(ADDC_ERR_UNSUPPORTED, "device cuda: no usable GPU (%s)", cuda_unavailable_reason());
-    TRY(cuda_init(0));
+    int n = cuda_device_count();
+    if (t->world > 1) { /* every rank goes through comm_enable_device, which agrees on failures over MPI */
+        int local = local_rank_from_env();
+        if (local < 0) local = t->rank;
+        TRY(comm_enable_device(t->comm, n > 0 ? local % n : 0));
+    } else {
+        if (n == 0)
+            return addc_error_set(ADDC_ERR_UNSUPPORTED, "device cuda: no usable GPU (%s)", cuda_unavailable_reason());
+        TRY(cuda_init(0));
+    }
     arena_init_device(&t->darena, 256 << 20, 0);
     arena_attach_device(&t->arena, &t->darena);
     return ADDC_OK;
@@ -739,17 +756,20 @@ void trainer_ema_swap(Trainer *t) {
     if (t->fsdp_student) fsdp_invalidate(t->fsdp_student);
 }
 
-Status trainer_store_gather(Fsdp *f, ParamStore *s, const float *shard) {
-    return f ? fsdp_gather_full(f, shard, s->data) : ADDC_OK;
-}
-
 Status trainer_save_student(Trainer *t, const char *path, bool ema) {
     ParamStore *p = &t->student->params;
-    if (ema) trainer_ema_swap(t);
-    Status st = trainer_store_gather(t->fsdp_student, p, t->opt_g.values);
-    if (st == ADDC_OK && t->rank == 0) st = weights_save(p, path, DTYPE_F32, NULL);
-    if (t->fsdp_student) fsdp_invalidate(t->fsdp_student);
-    if (ema) trainer_ema_swap(t);
+    if (!t->fsdp_student) {
+        if (ema) trainer_ema_swap(t);
+        Status st = weights_save(p, path, DTYPE_F32, NULL);
+        if (ema) trainer_ema_swap(t);
+        return st;
+    }
+    /* sharded: every rank gathers the shards into host memory, unit by unit; rank 0 writes */
+    float *full = malloc((size_t)(p->numel ? p->numel : 1) * sizeof(float));
+    if (!full) return addc_error_set(ADDC_ERR_NOMEM, "saving %s: out of memory for %lld values", path, (long long)p->numel);
+    Status st = fsdp_gather_full_host(t->fsdp_student, ema && t->ema ? t->ema : t->opt_g.values, full);
+    if (st == ADDC_OK && t->rank == 0) st = weights_save_values(p, full, path, DTYPE_F32, NULL);
+    free(full);
     return st;
 }
 

@@ -14,11 +14,13 @@
  * by the global sample index, so the step's math does not depend on N (to rounding). On one rank
  * nothing is sharded and the store buffers are used directly.
  *
- * GPU (cfg.device cuda, one rank for now): the networks are built and loaded on the CPU, then every
- * store moves to the device (nn/param.h param_store_to_device) with the optimizer moments and the EMA
- * beside it; the step arena gets a device companion. The frozen text encoders stay on the CPU: their
- * embeddings are copied up per batch (ADD-XL precomputes them anyway). Checkpoints and saved weights
- * are staged through the host. */
+ * GPU (cfg.device cuda): the networks are built and loaded on the CPU, then every store moves to
+ * the device (nn/param.h param_store_to_device) with the optimizer moments and the EMA beside it;
+ * the step arena gets a device companion. On several ranks each rank takes the GPU of its local rank
+ * and the collectives of device buffers go through NCCL (comm_enable_device) before the stores are
+ * sharded on the GPU. The frozen text encoders stay on the CPU: their embeddings are copied up per
+ * batch (ADD-XL precomputes them anyway). Checkpoints and saved weights are staged through the host
+ * (sharded stores unit by unit: a full copy of a network never has to fit on the GPU). */
 #ifndef ADDC_LAUNCH_TRAIN_SETUP_H
 #define ADDC_LAUNCH_TRAIN_SETUP_H
 
@@ -155,9 +157,6 @@ void trainer_ema_swap(Trainer *t);
 Status trainer_save_student(Trainer *t, const char *path, bool ema);
 /* Sum of squares of the teacher's weights (0 without a teacher; collective). */
 double trainer_teacher_sumsq(const Trainer *t);
-/* The full values of a sharded store in its own buffer (fsdp_invalidate releases them again);
- * no-op without FSDP. Collective. */
-Status trainer_store_gather(Fsdp *f, ParamStore *s, const float *shard);
 
 /* Classify mode: the student's (current weights') correct predictions over eval.shards, read in
  * file order (no shuffle, no flip, centre crop) once through, or the first eval.real_max images;

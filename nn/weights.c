@@ -304,14 +304,15 @@ typedef struct SaveCtx {
     DType dt;
     float *scratch; /* f32, largest parameter */
     float *staged;  /* f32, largest parameter: a GPU store's values copied down */
+    const float *values; /* host flat buffer in the store's layout, or NULL: the params' own */
 } SaveCtx;
 
 static Status save_fill(void *user, int32_t i, void *dst) {
     SaveCtx *c = user;
     const Param *p = c->params[i];
     int64_t n = tensor_numel(&p->var.v);
-    const float *src = p->var.v.data;
-    if (p->var.v.device == DEVICE_CUDA) {
+    const float *src = c->values ? c->values + p->offset : p->var.v.data;
+    if (!c->values && p->var.v.device == DEVICE_CUDA) {
         TRY(cuda_copy_to_host(c->staged, src, (size_t)n * sizeof(float)));
         src = c->staged;
     }
@@ -329,9 +330,14 @@ static Status save_fill(void *user, int32_t i, void *dst) {
 }
 
 Status weights_save(const ParamStore *s, const char *path, DType dt, const char *metadata_json) {
+    return weights_save_values(s, NULL, path, dt, metadata_json);
+}
+
+Status weights_save_values(const ParamStore *s, const float *values, const char *path, DType dt,
+                           const char *metadata_json) {
     if (dt != DTYPE_F32 && dt != DTYPE_F16 && dt != DTYPE_BF16)
         return addc_error_set(ADDC_ERR_INVALID, "weights: save %s as F32, F16 or BF16, not %s", path, dtype_name(dt));
-    if (!s->allocated || !s->data)
+    if (!values && (!s->allocated || !s->data))
         return addc_error_set(ADDC_ERR_INVALID, "weights: the store has no values to save to %s (meta or unallocated)",
                               path);
     StTensor *t = calloc((size_t)(s->n ? s->n : 1), sizeof *t);
@@ -347,8 +353,9 @@ Status weights_save(const ParamStore *s, const char *path, DType dt, const char 
         t[i].nbytes = n * (int64_t)dtype_size(dt);
         if (n > maxn) maxn = n;
     }
-    bool gpu = s->device == DEVICE_CUDA;
-    SaveCtx c = {params, dt, malloc((size_t)maxn * sizeof(float)), gpu ? malloc((size_t)maxn * sizeof(float)) : NULL};
+    bool gpu = !values && s->device == DEVICE_CUDA;
+    SaveCtx c = {params, dt, malloc((size_t)maxn * sizeof(float)), gpu ? malloc((size_t)maxn * sizeof(float)) : NULL,
+                 values};
     Status r;
     if (!t || !params || !c.scratch || (gpu && !c.staged))
         r = addc_error_set(ADDC_ERR_NOMEM, "weights: out of memory saving %s", path);

@@ -82,6 +82,10 @@ Status weights_load_file(ParamStore *s, const char *path, const WeightsKeyMap *m
 /* Saves every parameter under its module name, in the file layout, as dt (F32, F16 or BF16);
  * metadata_json NULL writes {"format": "pt"} as torch's savers do. Durable (safetensors.h). */
 Status weights_save(const ParamStore *s, const char *path, DType dt, const char *metadata_json);
+/* The same with the values taken from `values` (host memory, store numel, each parameter at its
+ * offset) instead of the parameters' own buffers: a sharded store's values gathered to the host. */
+Status weights_save_values(const ParamStore *s, const float *values, const char *path, DType dt,
+                           const char *metadata_json);
 
 /* The shape a parameter has in files: its addc shape mapped back through its layout. */
 int32_t weights_file_shape(const Param *p, int64_t *shape);

@@ -255,6 +255,17 @@ static void test_trainable(Comm *comm, const char *mode) {
             RunOut w2;
             run(&n, f, &in, false, &w2);
             float *w1 = values_of(&n, f);
+            /* the host-side gather and scatter (checkpoints, saved weights) agree with the device ones */
+            float *wh = malloc(bytes);
+            CHECK(wh != NULL, "out of memory");
+            CHECK_OK(fsdp_gather_full_host(f, fsdp_shard_values(f), wh));
+            CHECK(same_f32(wh, w1, numel), "fsdp_gather_full_host differs from fsdp_gather_full");
+            CHECK_OK(fsdp_scatter_full_host(f, w0, fsdp_shard_values(f)));
+            CHECK_OK(fsdp_gather_full_host(f, fsdp_shard_values(f), wh));
+            CHECK(same_f32(wh, w0, numel), "fsdp_scatter_full_host then fsdp_gather_full_host: not the values scattered");
+            CHECK_OK(fsdp_scatter_full_host(f, w1, fsdp_shard_values(f)));
+            fsdp_invalidate(f);
+            free(wh);
             fsdp_free(f);
             f = NULL;
             CHECK_OK(addc_error_status());
