@@ -15,7 +15,13 @@
  *      only: every rank saves at the same step and exits with code 75, and the same command resumes;
  *   6. a NaN generator loss injected at one step: that update is skipped and counted; NaN for K steps in a row
  *      stops the run with a clear message and leaves the last checkpoint intact.
- * Skips (77) without the Fashion-MNIST files. */
+ * Skips (77) without the Fashion-MNIST files.
+ *
+ * GPU mode (ADDC_TEST_DEVICE=cuda, ctest test_train_dist_cuda, label cuda): every run gets device=cuda,
+ * and the cases are 1 (1 and 2 ranks, and the 1-rank GPU run against the same run on the CPU to
+ * 1e-4) and 2 at np 2 mid-epoch: sharded GPU stores, NCCL, checkpoints staged through the host,
+ * resumed bit for bit. NCCL takes one GPU per rank: skipped (77) with fewer than 2 GPUs unless
+ * ADDC_TEST_RANKS_SHARE_GPU=1 says the ranks may share one (the host emulator, tests/cuemu). */
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -23,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/cuda.h"
 #include "data/shards.h"
 #include "distributed/checkpoint.h"
 #include "nn/safetensors.h"
@@ -31,6 +38,7 @@
 #define MPIRUN "mpirun --oversubscribe --mca btl self,vader"
 
 static char addc[1024], tmp[256];
+static const char *device_arg = ""; /* "device=cuda" in GPU mode: appended to every run */
 
 /* The tiny ADD run every case uses: tiny UNet teacher (fresh weights) and student, the toy
  * feature network and heads, 16x16 gray images, batch 32 from 4 data streams. Constant learning
@@ -51,8 +59,8 @@ static int train(int np, const char *extra, const char *log, bool bg) {
     snprintf(base, sizeof base, BASE, tmp);
     char launcher[128] = "";
     if (np > 0) snprintf(launcher, sizeof launcher, MPIRUN " -np %d ", np);
-    snprintf(cmd, sizeof cmd, "cd %s && ADDC_THREADS=1 exec %s%s train %s %s > %s/%s 2>&1", ADDC_SOURCE_DIR, launcher,
-             addc, base, extra, tmp, log);
+    snprintf(cmd, sizeof cmd, "cd %s && ADDC_THREADS=1 exec %s%s train %s %s %s > %s/%s 2>&1", ADDC_SOURCE_DIR,
+             launcher, addc, base, device_arg, extra, tmp, log);
     if (!bg) {
         int rc = system(cmd);
         return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -175,11 +183,49 @@ static void resume_case(int np, const char *tag, const char *data, int k) {
     CHECK(!same, "np %d %s: the negative control matched: the test cannot see a lost data position", np, tag);
 }
 
+/* GPU mode: 4 ADD steps on the GPU on 1 and 2 ranks, against each other and the 1-rank CPU run, then
+ * the exact resume on 2 ranks. */
+static int gpu_cases(void) {
+    const char *share = getenv("ADDC_TEST_RANKS_SHARE_GPU");
+    int n = cuda_device_count();
+    if (n == 0 || (n < 2 && !(share && !strcmp(share, "1")))) {
+        printf("test_train_dist (cuda): skipped (%d GPUs; NCCL needs one per rank)\n", n);
+        return 77;
+    }
+    char extra[2048], a[700], b[700];
+    snprintf(extra, sizeof extra, "data.shuffle=4 steps=4 --run-dir %s/cpu0", tmp);
+    CHECK(train(0, extra, "cpu0.log", false) == 0, "the CPU run failed: see %s/cpu0.log", tmp);
+    device_arg = "device=cuda";
+    const int nps[2] = {0, 2};
+    for (int i = 0; i < 2; i++) {
+        snprintf(extra, sizeof extra, "data.shuffle=4 steps=4 --run-dir %s/gpu%d", tmp, nps[i]);
+        char log[32];
+        snprintf(log, sizeof log, "gpu%d.log", nps[i]);
+        CHECK(train(nps[i], extra, log, false) == 0, "GPU np %d run failed: see %s/%s", nps[i], tmp, log);
+    }
+    path(a, "gpu0", "student.safetensors");
+    path(b, "gpu2", "student.safetensors");
+    double d = rel_diff(b, a);
+    printf("4 ADD steps on the GPU, 2 ranks vs 1: student max |difference| / max |weight| %.3g\n", d);
+    CHECK(d >= 0 && d <= 1e-5, "GPU np 2: relative difference %g above 1e-5", d);
+    path(b, "cpu0", "student.safetensors");
+    d = rel_diff(a, b);
+    printf("4 ADD steps, GPU vs CPU (1 rank): student max |difference| / max |weight| %.3g\n", d);
+    CHECK(d >= 0 && d <= 1e-4, "GPU vs CPU: relative difference %g above 1e-4", d);
+    resume_case(2, "mid", "data.shuffle=4", 3);
+    char rm[512];
+    snprintf(rm, sizeof rm, "rm -rf %s", tmp);
+    if (test_failed == 0) (void)!system(rm);
+    return test_main_end("train_dist (cuda)");
+}
+
 int main(void) {
     if (access(FMNIST_DEFAULT_DIR "/train-images-idx3-ubyte.gz", R_OK) != 0) {
         printf("test_train_dist: skipped (no Fashion-MNIST in " FMNIST_DEFAULT_DIR ")\n");
         return 77;
     }
+    const char *dev = getenv("ADDC_TEST_DEVICE");
+    bool gpu = dev && !strcmp(dev, "cuda");
     if (!test_addc_locate(addc, sizeof addc)) return test_main_end("train_dist");
     snprintf(tmp, sizeof tmp, "/tmp/addc_test_train_dist_%d", (int)getpid());
     char fm[300], extra[2048], a[700], b[700];
@@ -189,6 +235,7 @@ int main(void) {
     FmnistOptions fo = {.out_dir = fm, .limit = 32, .per_shard = 8, .train = true, .test = false};
     FmnistResult fr;
     CHECK_OK(shards_fmnist(&fo, &fr));
+    if (gpu) return gpu_cases();
 
     /* 1. world-size free */
     const int nps[3] = {0, 2, 4};
