@@ -9,6 +9,10 @@
 #     peak GiB (addc: device memory categories + device arena peak; torch: max_memory_allocated).
 #  2. 1-step sampling latency at 512x512: UNet forward at 64x64 latents, batch 1, then the SDXL VAE
 #     (configs/models/sdxl_vae.yaml) decode, bf16, no tape / no_grad: bench_sample, then bench_sample_torch.py.
+#  3. --variants "VAR=VALUE ...": the addc UNet step (checkpointing off) once more per word with that environment
+#     variable set, one more table row each: e.g. ADDC_CONV_ALGO=igemm (our implicit-GEMM convolution instead of
+#     cuDNN, core/cuda/conv.cu) or ADDC_ATTN_TC=0 (attention on CUDA cores, core/cuda/attention.cu), so the choice
+#     of the default is measured on the card.
 # Each step is timed --warmup 1 + --reps 3 times (median of the 3). Each program runs under `timeout` (--timeout,
 # default 120 s); one that fails or runs out is reported as such
 # with its last lines of stderr and the rest still runs.
@@ -23,6 +27,7 @@
 # Usage: tests/bench/run_cuda.sh [--device cuda|cpu] [--dtype bf16|f32] [--model UNET.yaml] [--vae VAE.yaml]
 #          [--batch 8] [--size 64] [--sample-batch 1] [--sample-size S] [--tokens 77] [--checkpointing "0 1"]
 #          [--warmup 1] [--reps 3] [--peak-tflops 989.4] [--timeout 120] [--bin DIR] [--wheels DIR] [--no-sample]
+#          [--variants "VAR=VALUE ..."]
 set -e
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build-cuda}
@@ -31,7 +36,7 @@ export ADDC_THREADS
 
 device=cuda dtype=bf16 model=$root/configs/models/sdxl_unet.yaml vae=$root/configs/models/sdxl_vae.yaml
 batch=8 size=64 sbatch=1 ssize="" tokens=77 ckpts="0 1" warmup=1 reps=3 peak=989.4 tmo=120 bin="" sample=1
-wheels=$root/.whl
+wheels=$root/.whl variants=""
 usage() {
     sed -n '/^# Usage:/,/^set -e/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
     exit 2
@@ -55,6 +60,7 @@ while [ $# -gt 0 ]; do
     --timeout) tmo=$2 ;;
     --bin) bin=$2 ;;
     --wheels) wheels=$2 ;;
+    --variants) variants=$2 ;;
     --no-sample) sample=0; shift; continue ;;
     *) usage ;;
     esac
@@ -123,6 +129,16 @@ for ck in $ckpts; do
     run "torch_unet_ck$ck" python3 "$root/tests/bench/bench_unet_torch.py" --model "$model" $common \
         --checkpointing "$ck" ${gfl:+--gflops "$gfl"}
 done
+nv=0
+for v in $variants; do
+    case "$v" in
+    *=*) ;;
+    *) echo "run_cuda.sh: --variants takes VAR=VALUE words, not '$v'" >&2; exit 2 ;;
+    esac
+    nv=$((nv + 1))
+    echo "$v" > "$tmp/variant$nv.name"
+    run "addc_unet_var$nv" env "$v" "$bin/bench_unet" --model "$model" $common --checkpointing 0
+done
 if [ "$sample" = 1 ]; then
     scommon="--device $device --dtype $dtype --batch $sbatch --size $ssize --tokens $tokens --warmup $warmup"
     scommon="$scommon --reps $reps --peak-tflops $peak"
@@ -173,6 +189,17 @@ for c in ckpts.split():
     label = f"checkpointing {'on' if c == '1' else 'off'}"
     print(f"{label:<22} {cell(am, '.1f', 9)} {cell(tm, '.1f', 9)} {cell(ratio(tm, am), '.2f', 10)}"
           f" {cell(amfu, '.1f', 9)} {cell(tmfu, '.1f', 10)} {cell(agib, '.2f', 8)} {cell(tgib, '.2f', 9)}")
+t0 = result("torch_unet_ck0")
+for i in range(1, 100):
+    name = os.path.join(tmp, f"variant{i}.name")
+    if not os.path.exists(name):
+        break
+    a = result(f"addc_unet_var{i}")
+    am, tm = (float(a[4]) if a else None), (float(t0[3]) if t0 else None)
+    amfu, agib = (float(a[7]) if a else None), (float(a[8]) if a else None)
+    label = open(name).read().strip()  # checkpointing off, with that variable set
+    print(f"{label:<22} {cell(am, '.1f', 9)} {cell(tm, '.1f', 9)} {cell(ratio(tm, am), '.2f', 10)}"
+          f" {cell(amfu, '.1f', 9)} {cell(None, '.1f', 10)} {cell(agib, '.2f', 8)} {cell(None, '.2f', 9)}")
 a, t = result("addc_sample"), result("torch_sample")
 if a or t:
     px = (a or t)[2]
