@@ -17,8 +17,12 @@
 //   the data and filter gradients; for f32 values FMA math only (no TF32) and no FFT/Winograd
 //   (their rounding exceeds the f32 tolerance); workspace from one cached CUDA_MEM_WORKSPACE
 //   buffer, grown (after a stream synchronisation) when an algorithm needs more. The gradients
-//   of bf16 values run as f32 convolutions on f32 copies of x and w (bf16 -> f32 is exact; TF32
-//   allowed there) so that cuDNN writes straight into the f32 gradients with beta = 1.
+//   of bf16 values (ADDC_CONV_GRAD=bf16, the default) run as bf16 convolutions on tensor cores,
+//   as matmul's backward does: dy (f32) is rounded to a bf16 copy, cuDNN writes the gradient in
+//   bf16 (it cannot write f32 from bf16 operands) into scratch, and a kernel adds it into the f32
+//   gradient. ADDC_CONV_GRAD=tf32 runs them instead as f32 convolutions on f32 copies of x and w
+//   (bf16 -> f32 is exact; TF32 tensor cores, half bf16's rate) written straight into the f32
+//   gradients with beta = 1: no bf16 rounding of the result, for comparison on the card.
 // Which path: ADDC_CONV_ALGO=cudnn (the default when built with cuDNN), =igemm (the default
 // without), or =auto: the first time a shape (and dtype) is seen, each direction (forward, input
 // gradient, weight gradient) times both paths once with CUDA events into scratch outputs and caches
@@ -353,7 +357,8 @@ struct ConvEntry {
     int fwd_path, dx_path, dw_path;
     int dnn_broken; // cuDNN failed to set up for this shape: igemm only
     bool dnn_made, fwd_picked, bwd_picked;
-    DnnDescs val, grad; // in the values' dtype (forward); f32 (gradients)
+    bool grad_bf16;     // the gradients run on the bf16 descriptors (val), else on grad
+    DnnDescs val, grad; // in the values' dtype (forward, bf16 gradients); f32 (gradients otherwise)
     DnnAlgo fwd, dx, dw;
     ConvEntry *next;
 };
@@ -567,6 +572,20 @@ static Status dnn_workspace(size_t need, void **p) {
     return ADDC_OK;
 }
 
+// ADDC_CONV_GRAD (see the top): whether the gradients of bf16 values run as bf16 convolutions.
+static Status dnn_grad_mode(bool *bf16) {
+    const char *e = getenv("ADDC_CONV_GRAD");
+    *bf16 = !e || !*e || !strcmp(e, "bf16");
+    if (*bf16 || !strcmp(e, "tf32")) return ADDC_OK;
+    return addc_error_set(ADDC_ERR_INVALID, "ADDC_CONV_GRAD=%s: expected bf16 or tf32", e);
+}
+
+// y (n) += x (n, bf16): a bf16 gradient from cuDNN accumulated into the f32 one
+__global__ static void accum_bf16_kernel(float *y, const __nv_bfloat16 *x, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        y[i] += __bfloat162float(x[i]);
+}
+
 // descriptors (once) and the algorithms of the forward or of both gradients (once)
 static Status dnn_prepare(ConvEntry *e, const Geo &g, DType dt, bool backward, cudnnHandle_t *h) {
     *h = (cudnnHandle_t)cuda_cudnn_handle();
@@ -582,8 +601,12 @@ static Status dnn_prepare(ConvEntry *e, const Geo &g, DType dt, bool backward, c
         e->fwd_picked = true;
     }
     if (backward && !e->bwd_picked) {
-        TRY(dnn_pick<DnnBwdData>(*h, &e->grad, exact, &e->dx));
-        TRY(dnn_pick<DnnBwdFilter>(*h, &e->grad, exact, &e->dw));
+        bool bf16;
+        TRY(dnn_grad_mode(&bf16));
+        e->grad_bf16 = bf16 && dt == DTYPE_BF16;
+        DnnDescs *d = e->grad_bf16 ? &e->val : &e->grad;
+        TRY(dnn_pick<DnnBwdData>(*h, d, exact, &e->dx));
+        TRY(dnn_pick<DnnBwdFilter>(*h, d, exact, &e->dw));
         e->bwd_picked = true;
     }
     return ADDC_OK;
@@ -630,10 +653,41 @@ static const float *as_f32(Ctx *c, const void *p, DType dt, int64_t n) {
     return q;
 }
 
+// The bf16 gradients (e->grad_bf16): dy rounded to bf16, the gradient in bf16 scratch, added into out.
+static Status dnn_bwd_bf16(Ctx *c, cudnnHandle_t h, ConvEntry *e, const Geo &g, int which, const float *dy,
+                           const void *wx, float *out) {
+    int64_t ny = (int64_t)g.B * g.OH * g.OW * g.Cout;
+    int64_t nout = which == 1 ? (int64_t)g.B * g.H * g.W * g.Cin : (int64_t)g.Cout * g.KH * g.KW * g.Cin;
+    __nv_bfloat16 *dy16 = (__nv_bfloat16 *)dev_scratch(c, (ny ? ny : 1) * (int64_t)sizeof(__nv_bfloat16));
+    __nv_bfloat16 *o16 = (__nv_bfloat16 *)dev_scratch(c, (nout ? nout : 1) * (int64_t)sizeof(__nv_bfloat16));
+    if (!dy16 || !o16) return addc_error_status();
+    TRY(cuda_convert(dy16, DTYPE_BF16, dy, DTYPE_F32, ny));
+    const DnnAlgo &a = which == 1 ? e->dx : e->dw;
+    void *ws;
+    TRY(dnn_workspace(a.ws, &ws));
+    float alpha = 1.0f, beta = 0.0f;
+    DNN_CHECK(cudnnSetConvolutionMathType(e->val.conv, a.math));
+    if (which == 1)
+        DNN_CHECK(cudnnConvolutionBackwardData(h, &alpha, e->val.w, wx, e->val.y, dy16, e->val.conv,
+                                               (cudnnConvolutionBwdDataAlgo_t)a.algo, ws, a.ws, &beta, e->val.x, o16));
+    else
+        DNN_CHECK(cudnnConvolutionBackwardFilter(h, &alpha, e->val.x, wx, e->val.y, dy16, e->val.conv,
+                                                 (cudnnConvolutionBwdFilterAlgo_t)a.algo, ws, a.ws, &beta, e->val.w,
+                                                 o16));
+    accum_bf16_kernel<<<cuda_grid(nout, 256), 256, 0, STREAM>>>(out, o16, nout);
+    CUDA_LAUNCH_CHECK();
+    return ADDC_OK;
+}
+
 // dx += conv^T(dy, w) (dx: 1, weight given in the values' dtype) or dw += dy (x) x (dw: 2)
 static Status dnn_bwd(Ctx *c, cudnnHandle_t h, ConvEntry *e, const Geo &g, DType dt, int which, const float *dy,
                       const void *wx, float *out) {
     ArenaMark mark = arena_mark(c->arena);
+    if (e->grad_bf16) {
+        Status st = dnn_bwd_bf16(c, h, e, g, which, dy, wx, out);
+        arena_reset_to(c->arena, mark); // the scratch is released in stream order
+        return st;
+    }
     int64_t n = which == 1 ? (int64_t)g.Cout * g.KH * g.KW * g.Cin : (int64_t)g.B * g.H * g.W * g.Cin;
     const float *v = as_f32(c, wx, dt, n);
     if (!v) return addc_error_status();

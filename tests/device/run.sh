@@ -57,7 +57,7 @@ fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
     stage benchmarks
     if [ -x tests/bench/run_cuda.sh ]; then
-        tests/bench/run_cuda.sh --bin "$PWD/build-gpu" --variants "ADDC_CONV_ALGO=igemm ADDC_ATTN_TC=0" \
+        tests/bench/run_cuda.sh --bin "$PWD/build-gpu" --variants "ADDC_CONV_ALGO=igemm ADDC_CONV_GRAD=tf32 ADDC_ATTN_TC=0" \
             > "$OUT/bench.log" 2>&1 || status=1
     else
         echo "tests/bench/run_cuda.sh missing" > "$OUT/bench.log"
