@@ -22,9 +22,24 @@
 // Products are shared-memory register-tiled loops (tile_mm: 128 threads as 8 x 16, each owning
 // a (BT/8) x TC micro-tile). BT is 64, 32 or 16: the largest whose shared memory lets two blocks
 // share an SM, else the largest that fits at all (heads up to about 600 wide).
+//
+// Tensor-core path (attn_tc_*, see "tensor-core path" below): bf16 values with Dh and Dv <= 128
+// (any widths: padded with zero columns to multiples of 16; any Nq, Nk, causal or not) run the
+// same three-kernel FlashAttention-2 structure with nvcuda::wmma m16n16k16 products: bf16
+// operands (Q, K, V, dO, P, dS rounded to bf16 in shared memory), f32 accumulation, softmax
+// statistics in f32, saved[0] the same f32 logsumexp, every gradient element += once, fixed
+// order (bitwise reproducible). Tiles of 64 x 64, 4 warps of 16 rows, 70 KiB of shared memory
+// per block at Dh = 64 (three blocks per SM on an H100), 110 KiB at 128 (two). Its backward
+// computes D = rowsum(dO * O) from dO rounded to bf16, as dP uses it. attn_tc_pick selects it;
+// f32 values and wider heads keep the CUDA-core kernels (f32 stays within 1e-5 of float64).
+// ADDC_ATTN_TC=0 forces the CUDA-core kernels for bf16 too (comparison); unset or 1: default.
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "core/cuda/cuda_internal.cuh"
+
+#include <mma.h> // nvcuda::wmma (after cuda_bf16.h: the host emulation needs __nv_bfloat16)
 
 #define SM_THREADS 128   // softmax: one row per block
 #define ATTN_THREADS 128 // attention blocks: 8 rows x 16 columns of threads in tile_mm
@@ -69,16 +84,34 @@ template <typename T> __global__ static void softmax_fwd_kernel(const T *__restr
     for (int64_t k = threadIdx.x; k < D; k += blockDim.x) st<T>(y, off + k, expf(ld<T>(x, off + k) - m) * inv);
 }
 
-// gx += y * (dy - sum(dy * y)) per row
+// gx += y * (dy - sum(dy * y)) per row. With x (bf16 values) y is recomputed in f32 from x instead of
+// read from the bf16 output: y (1 - y) of a dominant probability loses all its digits to the bf16
+// rounding of y near 1 (found in host emulation, tests/cuemu: cuda_test_attention_bf16 "softmax
+// (2,37)" had a gradient error of 3e-2 against the 1e-2 bf16 tolerance).
 template <typename T>
-__global__ static void softmax_bwd_kernel(const T *__restrict__ y, const float *__restrict__ dy, float *__restrict__ gx,
-                                          int64_t D) {
+__global__ static void softmax_bwd_kernel(const T *__restrict__ y, const T *__restrict__ x, const float *__restrict__ dy,
+                                          float *__restrict__ gx, int64_t D) {
     __shared__ float red[32];
     int64_t off = (int64_t)blockIdx.x * D;
+    float m = 0.0f, inv = 1.0f;
+    if (x) {
+        m = -INFINITY;
+        for (int64_t k = threadIdx.x; k < D; k += blockDim.x) m = fmaxf(m, ld<T>(x, off + k));
+        m = block_reduce(m, red, true);
+        float z = 0.0f;
+        for (int64_t k = threadIdx.x; k < D; k += blockDim.x) z += expf(ld<T>(x, off + k) - m);
+        inv = 1.0f / block_reduce(z, red, false);
+    }
     float s = 0.0f;
-    for (int64_t k = threadIdx.x; k < D; k += blockDim.x) s += dy[off + k] * ld<T>(y, off + k);
+    for (int64_t k = threadIdx.x; k < D; k += blockDim.x) {
+        float yk = x ? expf(ld<T>(x, off + k) - m) * inv : ld<T>(y, off + k);
+        s += dy[off + k] * yk;
+    }
     s = block_reduce(s, red, false);
-    for (int64_t k = threadIdx.x; k < D; k += blockDim.x) gx[off + k] += ld<T>(y, off + k) * (dy[off + k] - s);
+    for (int64_t k = threadIdx.x; k < D; k += blockDim.x) {
+        float yk = x ? expf(ld<T>(x, off + k) - m) * inv : ld<T>(y, off + k);
+        gx[off + k] += yk * (dy[off + k] - s);
+    }
 }
 
 static Status sm_fwd(Ctx *c, Node *n) {
@@ -101,8 +134,9 @@ static Status sm_bwd(Ctx *c, Node *n) {
     int64_t D = y->shape[y->ndim - 1], rows = D ? tensor_numel(y) / D : 0;
     if (rows == 0) return ADDC_OK;
     DISPATCH_FLOAT(y->dtype, T, {
-        softmax_bwd_kernel<T>
-            <<<(unsigned)rows, SM_THREADS, 0, STREAM>>>((const T *)y->data, (const float *)n->out->g.data, gx, D);
+        const T *x = y->dtype == DTYPE_BF16 ? (const T *)n->in[0]->v.data : nullptr; // see the kernel
+        softmax_bwd_kernel<T><<<(unsigned)rows, SM_THREADS, 0, STREAM>>>((const T *)y->data, x,
+                                                                         (const float *)n->out->g.data, gx, D);
         CUDA_LAUNCH_CHECK();
     });
     return ADDC_OK;
@@ -116,6 +150,9 @@ struct AttnDims {
     int ldh, ldvs;    // shared-memory row strides of Dh- and Dv-wide tiles (odd: no bank conflicts)
     float scale;
     int causal;
+    int dhp, dvp;     // tensor-core path: Dh, Dv rounded up to multiples of 16 (zero-padded columns)
+    int vec_qkv;      // tensor-core path: q, k, v load 8 bf16 at a time (widths % 8, 16-byte aligned)
+    int vec_do;       // tensor-core path: dO loads 8 f32 at a time (Dv % 8, 16-byte aligned)
 };
 
 static AttnDims attn_dims(const Node *n) {
@@ -133,6 +170,9 @@ static AttnDims attn_dims(const Node *n) {
     a.ldh = a.Dh | 1;
     a.ldvs = a.Dv | 1;
     a.scale = (float)n->fp[0];
+    a.dhp = (a.Dh + 15) / 16 * 16;
+    a.dvp = (a.Dv + 15) / 16 * 16;
+    a.vec_qkv = a.vec_do = 0;
     return a;
 }
 
@@ -311,16 +351,20 @@ __global__ static void __launch_bounds__(ATTN_THREADS)
         for (int r = threadIdx.x; r < rows; r += ATTN_THREADS) lse[(int64_t)bh * a.Nq + q0 + r] = ms[r] + logf(ls[r]);
 }
 
-// Dvec (B, NH, Nq) = rowsum(dO * O) per head, one warp per row
+// Dvec (B, NH, Nq) = rowsum(dO * O) per head, one warp per row. round_do: dO rounded to bf16 first,
+// as the tensor-core kernels use it in dP = dO V^T (dP - D then cancels consistently).
 template <typename T>
 __global__ static void attn_bwd_dot_kernel(AttnDims a, const T *__restrict__ o, const float *__restrict__ dout,
-                                           float *__restrict__ Dvec) {
+                                           float *__restrict__ Dvec, bool round_do) {
     int64_t row = (int64_t)blockIdx.x * DOT_WARPS + (threadIdx.x >> 5); // (b * NH + h) * Nq + i
     if (row >= (int64_t)a.B * a.NH * a.Nq) return;                      // the whole warp
     int64_t bh = row / a.Nq, i = row % a.Nq, b = bh / a.NH, h = bh % a.NH;
     int64_t off = (b * a.Nq + i) * a.ldv + h * a.Dv;
     float s = 0.0f;
-    for (int c = threadIdx.x & 31; c < a.Dv; c += 32) s += dout[off + c] * ld<T>(o, off + c);
+    for (int c = threadIdx.x & 31; c < a.Dv; c += 32) {
+        const float d = round_do ? __bfloat162float(__float2bfloat16_rn(dout[off + c])) : dout[off + c];
+        s += d * ld<T>(o, off + c);
+    }
     s = warp_sum(s);
     if ((threadIdx.x & 31) == 0) Dvec[row] = s;
 }
@@ -445,6 +489,392 @@ __global__ static void __launch_bounds__(ATTN_THREADS)
     }
 }
 
+// ---- tensor-core path: bf16 values, heads up to TC_DMAX wide ----
+//
+// nvcuda::wmma m16n16k16 tiles, bf16 operands in shared memory, f32 accumulation. A block is 4
+// warps; each warp owns 16 of the block's 64 rows (query rows in the forward and the dQ kernel,
+// keys in the dK/dV kernel) and steps over tiles of 64 columns (keys, or queries). Head widths are
+// padded with zero columns to dhp, dvp (multiples of 16), rows past Nq / Nk are zero-filled and
+// masked, so any Dh, Dv <= TC_DMAX and any Nq, Nk work. Per tile a warp's 16 x 64 scores go
+// through a f32 slice of shared memory (Ss) for the elementwise softmax / gradient step, which
+// two lanes per row do (lane pair: row lane / 2, columns 32 (lane % 2) ..); the result is
+// rounded to bf16 in its slice (Ps, dSs) for the next product. Hand-offs inside a warp are
+// separated by __syncwarp, between warps by __syncthreads.
+// The forward keeps O (f32) in shared memory: the online-softmax rescale multiplies rows of it,
+// which accumulator fragments cannot do (their element layout is undefined), then O += P V runs
+// as load_matrix_sync of O into an accumulator, 4 mma over the tile's keys, store back. The
+// backward kernels accumulate dK, dV or dQ in register fragments across their whole loop (no
+// rescaling there) and add them to the f32 gradients once at the end.
+
+#define TC_ROWS 64                // rows (queries, or keys) a block owns
+#define TC_COLS 64                // columns (keys, or queries) per step
+#define TC_THREADS 128            // 4 warps x 16 rows
+#define TC_DMAX 128               // widest head, Dh and Dv
+#define TC_LDS (TC_COLS + 4)      // row stride (floats) of the f32 score slice Ss
+#define TC_LDP (TC_COLS + 8)      // row stride (elements) of the bf16 P / dS slices
+#define TC_LOG2E 1.4426950408889634f
+#define TC_LN2 0.6931471805599453f
+#define TC_FULL 0xffffffffu
+
+static_assert(TC_THREADS == ATTN_THREADS, "attn_launch launches ATTN_THREADS threads");
+static_assert(TC_ROWS == TC_COLS, "the causal skipping of the dK/dV kernel needs query tiles aligned to key tiles");
+
+typedef __nv_bfloat16 tc_bf16;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, tc_bf16, nvcuda::wmma::row_major> TcFragA;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, tc_bf16, nvcuda::wmma::row_major> TcFragBRow;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, tc_bf16, nvcuda::wmma::col_major> TcFragBCol;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> TcFragC;
+
+struct alignas(16) TcVec { // 8 bf16 (one 16-byte shared or global access)
+    unsigned int w[4];
+};
+struct alignas(16) TcF4 { // 4 f32
+    float x[4];
+};
+
+// Byte offsets of a tensor-core kernel's shared buffers (every size a multiple of 128 bytes, so
+// every 16 x 16 fragment pointer is 32-byte aligned as wmma requires); -1: not used by `kind`.
+//   q  bf16 (64, dhp + 8)  query rows          k  bf16 (64, dhp + 8)  keys
+//   v  bf16 (64, dvp + 8)  keys                dO bf16 (64, dvp + 8)  query rows (backward)
+//   s  f32 (64, TC_LDS)    scores / dP         p  bf16 (64, TC_LDP)   P (forward, dK/dV)
+//   ds bf16 (64, TC_LDP)   P then dS (backward) o f32 (64, dvp + 4)   O (forward)
+//   st f32 (2, 64)         lse * log2(e) and D per query (backward)
+struct TcSmem {
+    int q, k, v, dO, s, p, ds, o, st, total;
+};
+
+__host__ __device__ static TcSmem tc_smem_layout(int kind, int dhp, int dvp) {
+    const int bh = TC_ROWS * (dhp + 8) * 2, bv = TC_ROWS * (dvp + 8) * 2;
+    const int bs = TC_ROWS * TC_LDS * 4, bp = TC_ROWS * TC_LDP * 2;
+    TcSmem m = {-1, -1, -1, -1, -1, -1, -1, -1, -1, 0};
+    int off = 0;
+    m.q = off, off += bh;
+    m.k = off, off += bh;
+    m.v = off, off += bv;
+    m.s = off, off += bs;
+    if (kind == ATTN_FWD) {
+        m.p = off, off += bp;
+        m.o = off, off += TC_ROWS * (dvp + 4) * 4;
+    } else {
+        m.dO = off, off += bv;
+        if (kind == ATTN_BWD_KV) m.p = off, off += bp;
+        m.ds = off, off += bp;
+        m.st = off, off += 2 * TC_COLS * 4;
+    }
+    m.total = off;
+    return m;
+}
+
+__device__ __forceinline__ static unsigned int tc_bits(float x) {
+    return (unsigned int)__bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
+__device__ __forceinline__ static TcVec tc_load8(const tc_bf16 *s) { return *(const TcVec *)s; }
+__device__ __forceinline__ static TcVec tc_load8(const float *s) {
+    const TcF4 lo = ((const TcF4 *)s)[0], hi = ((const TcF4 *)s)[1];
+    TcVec o;
+    o.w[0] = tc_bits(lo.x[0]) | tc_bits(lo.x[1]) << 16;
+    o.w[1] = tc_bits(lo.x[2]) | tc_bits(lo.x[3]) << 16;
+    o.w[2] = tc_bits(hi.x[0]) | tc_bits(hi.x[1]) << 16;
+    o.w[3] = tc_bits(hi.x[2]) | tc_bits(hi.x[3]) << 16;
+    return o;
+}
+
+// dst (TC_ROWS x colsp bf16, row stride ldd) = src rows [0, rows) x columns [0, cols) (row stride
+// lds, values f32 or bf16, rounded to bf16), 0 elsewhere; colsp a multiple of 16. vec: cols and
+// lds multiples of 8 and src 16-byte aligned, 8 elements per load. One 16-byte store per 8.
+template <typename S>
+__device__ __forceinline__ static void tc_tile_load(tc_bf16 *dst, int ldd, const S *src, int64_t lds, int rows,
+                                                    int cols, int colsp, int vec) {
+    const int cpr = colsp >> 3; // 8-element chunks per row
+    for (int i = threadIdx.x; i < TC_ROWS * cpr; i += TC_THREADS) {
+        const int r = i / cpr, c = (i - r * cpr) << 3;
+        TcVec o = {{0u, 0u, 0u, 0u}};
+        if (r < rows && c < cols) {
+            const S *s = src + (int64_t)r * lds + c;
+            if (vec) o = tc_load8(s);
+            else
+                for (int e = 0; e < 8 && c + e < cols; e++) o.w[e >> 1] |= tc_bits(ld<S>(s, e)) << (16 * (e & 1));
+        }
+        *(TcVec *)(dst + r * ldd + c) = o;
+    }
+}
+
+// s (16 x 64 f32, row stride TC_LDS) = A B^T for the 16 rows of A (row stride lda) and the 64 rows
+// of B (row stride ldb), both bf16 and nf16 * 16 wide: the warp's scores (or dP) of one tile.
+__device__ __forceinline__ static void tc_scores(float *s, const tc_bf16 *A, int lda, const tc_bf16 *B, int ldb,
+                                                 int nf16) {
+    TcFragC acc[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) nvcuda::wmma::fill_fragment(acc[j], 0.0f);
+    for (int kk = 0; kk < nf16; kk++) {
+        TcFragA fa;
+        nvcuda::wmma::load_matrix_sync(fa, A + kk * 16, (unsigned)lda);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            TcFragBCol fb; // B^T (k, j) = B[j][k]: column-major B^T is row-major B
+            nvcuda::wmma::load_matrix_sync(fb, B + j * 16 * ldb + kk * 16, (unsigned)ldb);
+            nvcuda::wmma::mma_sync(acc[j], fa, fb, acc[j]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) nvcuda::wmma::store_matrix_sync(s + j * 16, acc[j], TC_LDS, nvcuda::wmma::mem_row_major);
+}
+
+// acc[f] += X B[:, 16 f ..] for f < nf16, X the warp's 16 x 64 bf16 slice (row stride TC_LDP) and B
+// (64 x 16 nf16 bf16, row stride ldb): dV, dK or dQ of one tile.
+template <int NF>
+__device__ __forceinline__ static void tc_accum(TcFragC *acc, const tc_bf16 *X, const tc_bf16 *B, int ldb, int nf16) {
+    TcFragA xa[4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) nvcuda::wmma::load_matrix_sync(xa[kk], X + kk * 16, TC_LDP);
+#pragma unroll
+    for (int f = 0; f < NF; f++) {
+        if (f >= nf16) break;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            TcFragBRow fb;
+            nvcuda::wmma::load_matrix_sync(fb, B + kk * 16 * ldb + f * 16, (unsigned)ldb);
+            nvcuda::wmma::mma_sync(acc[f], xa[kk], fb, acc[f]);
+        }
+    }
+}
+
+// g[(row0 + r) * ldg + c] += alpha * acc(r, c) for the warp's 16 rows r (row0 + r < nrows) and
+// columns c < width, staged 16 x 16 at a time through the warp's f32 slice s.
+template <int NF>
+__device__ __forceinline__ static void tc_store_grad(float *g, int64_t ldg, int row0, int nrows, int width,
+                                                     const TcFragC *acc, float *s, float alpha) {
+    const int lane = threadIdx.x & 31, nf16 = (width + 15) >> 4;
+#pragma unroll
+    for (int f = 0; f < NF; f++) {
+        if (f >= nf16) break;
+        __syncwarp();
+        nvcuda::wmma::store_matrix_sync(s, acc[f], TC_LDS, nvcuda::wmma::mem_row_major);
+        __syncwarp();
+        for (int i = lane; i < 256; i += 32) {
+            const int r = i >> 4, c = f * 16 + (i & 15);
+            if (row0 + r < nrows && c < width) g[(int64_t)(row0 + r) * ldg + c] += alpha * s[r * TC_LDS + (i & 15)];
+        }
+    }
+}
+
+// one block per (batch, head, 64 query rows): o and the row logsumexp (lse NULL: not saved)
+__global__ static void __launch_bounds__(TC_THREADS)
+    attn_tc_fwd_kernel(AttnDims a, const tc_bf16 *__restrict__ q, const tc_bf16 *__restrict__ k,
+                       const tc_bf16 *__restrict__ v, tc_bf16 *__restrict__ out, float *__restrict__ lse) {
+    extern __shared__ __align__(128) unsigned char tc_smem[];
+    const TcSmem L = tc_smem_layout(ATTN_FWD, a.dhp, a.dvp);
+    const int ldh = a.dhp + 8, ldv = a.dvp + 8, ldo = a.dvp + 4;
+    tc_bf16 *Qs = (tc_bf16 *)(tc_smem + L.q), *Ks = (tc_bf16 *)(tc_smem + L.k), *Vs = (tc_bf16 *)(tc_smem + L.v);
+    tc_bf16 *Ps = (tc_bf16 *)(tc_smem + L.p);
+    float *Ss = (float *)(tc_smem + L.s), *Os = (float *)(tc_smem + L.o);
+    const int nqt = (a.Nq + TC_ROWS - 1) / TC_ROWS, bh = blockIdx.x / nqt, q0 = blockIdx.x % nqt * TC_ROWS;
+    const int b = bh / a.NH, h = bh % a.NH, rows = min(TC_ROWS, a.Nq - q0);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rr = lane >> 1, half = lane & 1;
+    const int r = warp * 16 + rr, hw = a.dvp >> 1; // the lane pair's row; O columns per lane
+    const tc_bf16 *kh = k + (int64_t)b * a.Nk * a.ldq + (int64_t)h * a.Dh;
+    const tc_bf16 *vh = v + (int64_t)b * a.Nk * a.ldv + (int64_t)h * a.Dv;
+    tc_tile_load(Qs, ldh, q + ((int64_t)b * a.Nq + q0) * a.ldq + (int64_t)h * a.Dh, a.ldq, rows, a.Dh, a.dhp,
+                 a.vec_qkv);
+    for (int i = threadIdx.x; i < TC_ROWS * ldo; i += TC_THREADS) Os[i] = 0.0f;
+    const tc_bf16 *Qw = Qs + warp * 16 * ldh;
+    float *Sw = Ss + warp * 16 * TC_LDS, *Ow = Os + warp * 16 * ldo;
+    tc_bf16 *Pw = Ps + warp * 16 * TC_LDP;
+    const float sl2 = a.scale * TC_LOG2E; // scores in log2 units: exp2f
+    float m = -INFINITY, l = 0.0f;        // the row's running max (log2 units) and sum, in both lanes
+    const int kend = a.causal ? min(a.Nk, q0 + TC_ROWS) : a.Nk; // causal: later keys are seen by no row
+    for (int kb0 = 0; kb0 < kend; kb0 += TC_COLS) {
+        const int nk = min(TC_COLS, a.Nk - kb0);
+        __syncthreads(); // the previous tile's readers of Ks, Vs are done; Qs, Os are written
+        tc_tile_load(Ks, ldh, kh + (int64_t)kb0 * a.ldq, a.ldq, nk, a.Dh, a.dhp, a.vec_qkv);
+        tc_tile_load(Vs, ldv, vh + (int64_t)kb0 * a.ldv, a.ldv, nk, a.Dv, a.dvp, a.vec_qkv);
+        __syncthreads();
+        tc_scores(Sw, Qw, ldh, Ks, ldh, a.dhp >> 4); // the warp's Q K^T (unscaled)
+        __syncwarp();
+        // online softmax of row r: P = exp(S - new max) rounded to bf16, masked entries 0
+        const int vis = attn_tile_visible(a, q0 + r, kb0, nk), c0 = half * 32;
+        const float *sr = Sw + rr * TC_LDS + c0;
+        tc_bf16 *pr = Pw + rr * TC_LDP + c0;
+        float mx = -INFINITY;
+        for (int c = 0; c < 32; c++)
+            if (c0 + c < vis) mx = fmaxf(mx, sr[c] * sl2);
+        mx = fmaxf(mx, __shfl_xor_sync(TC_FULL, mx, 1));
+        const float mn = fmaxf(m, mx);
+        float sum = 0.0f;
+        for (int c = 0; c < 32; c++) {
+            const float p = c0 + c < vis ? exp2f(sr[c] * sl2 - mn) : 0.0f;
+            pr[c] = __float2bfloat16_rn(p);
+            sum += p; // f32: the saved logsumexp as exact as the CUDA-core kernel's
+        }
+        sum += __shfl_xor_sync(TC_FULL, sum, 1);
+        const float corr = m == -INFINITY ? 0.0f : exp2f(m - mn);
+        l = l * corr + sum;
+        m = mn;
+        if (corr != 1.0f) {
+            float *orow = Ow + rr * ldo + half * hw;
+            for (int c = 0; c < hw; c++) orow[c] *= corr;
+        }
+        __syncwarp();
+        // O += P V, O through accumulator fragments
+        TcFragA pa[4];
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) nvcuda::wmma::load_matrix_sync(pa[kk], Pw + kk * 16, TC_LDP);
+        for (int f = 0; f < (a.dvp >> 4); f++) {
+            TcFragC acc;
+            nvcuda::wmma::load_matrix_sync(acc, Ow + f * 16, (unsigned)ldo, nvcuda::wmma::mem_row_major);
+            __syncwarp(); // every lane has read this O tile before any lane stores it back
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                TcFragBRow fb;
+                nvcuda::wmma::load_matrix_sync(fb, Vs + kk * 16 * ldv + f * 16, (unsigned)ldv);
+                nvcuda::wmma::mma_sync(acc, pa[kk], fb, acc);
+            }
+            nvcuda::wmma::store_matrix_sync(Ow + f * 16, acc, (unsigned)ldo, nvcuda::wmma::mem_row_major);
+        }
+    }
+    __syncwarp(); // the warp's O stores are visible to the lanes that write its rows
+    const int qi = q0 + r;
+    if (qi < a.Nq) {
+        tc_bf16 *orow = out + ((int64_t)b * a.Nq + qi) * a.ldv + (int64_t)h * a.Dv;
+        const float *os = Ow + rr * ldo;
+        for (int c = half * hw; c < min(a.Dv, half * hw + hw); c++) orow[c] = __float2bfloat16_rn(os[c] / l);
+        if (lse && half == 0) lse[(int64_t)bh * a.Nq + qi] = (m + log2f(l)) * TC_LN2;
+    }
+}
+
+// lse * log2(e) and D of query rows q0.. of head bh into Ls, Ds (0 past Nq)
+__device__ __forceinline__ static void tc_load_rowstats(const AttnDims &a, float *Ls, float *Ds, const float *lse,
+                                                        const float *Dvec, int64_t bh, int q0, int rows) {
+    for (int i = threadIdx.x; i < TC_COLS; i += TC_THREADS) {
+        Ls[i] = i < rows ? lse[bh * a.Nq + q0 + i] * TC_LOG2E : 0.0f;
+        Ds[i] = i < rows ? Dvec[bh * a.Nq + q0 + i] : 0.0f;
+    }
+}
+
+// one block per (batch, head, 64 keys): gk += scale dS^T Q, gv += P^T dO over the query tiles that
+// see the keys (either may be NULL). Warp w owns keys kb0 + 16 w ..; its slices hold the transposed
+// tiles (16 keys x 64 queries). NF: accumulator fragments per row, >= dhp / 16 and dvp / 16.
+template <int NF>
+__global__ static void __launch_bounds__(TC_THREADS)
+    attn_tc_bwd_kv_kernel(AttnDims a, const tc_bf16 *__restrict__ q, const tc_bf16 *__restrict__ k,
+                          const tc_bf16 *__restrict__ v, const float *__restrict__ dout, const float *__restrict__ lse,
+                          const float *__restrict__ Dvec, float *__restrict__ gk, float *__restrict__ gv) {
+    extern __shared__ __align__(128) unsigned char tc_smem[];
+    const TcSmem L = tc_smem_layout(ATTN_BWD_KV, a.dhp, a.dvp);
+    const int ldh = a.dhp + 8, ldv = a.dvp + 8;
+    tc_bf16 *Qs = (tc_bf16 *)(tc_smem + L.q), *Ks = (tc_bf16 *)(tc_smem + L.k), *Vs = (tc_bf16 *)(tc_smem + L.v);
+    tc_bf16 *dOs = (tc_bf16 *)(tc_smem + L.dO), *Ps = (tc_bf16 *)(tc_smem + L.p), *dSs = (tc_bf16 *)(tc_smem + L.ds);
+    float *Ss = (float *)(tc_smem + L.s), *Ls = (float *)(tc_smem + L.st), *Ds = Ls + TC_COLS;
+    const int nkt = (a.Nk + TC_ROWS - 1) / TC_ROWS, bh = blockIdx.x / nkt, kb0 = blockIdx.x % nkt * TC_ROWS;
+    const int b = bh / a.NH, h = bh % a.NH, nk = min(TC_ROWS, a.Nk - kb0);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rr = lane >> 1, c0 = (lane & 1) * 32;
+    const int key = kb0 + warp * 16 + rr; // the lane pair's key
+    const int nfh = a.dhp >> 4, nfv = a.dvp >> 4;
+    const tc_bf16 *qh = q + (int64_t)b * a.Nq * a.ldq + (int64_t)h * a.Dh;
+    const float *doh = dout + (int64_t)b * a.Nq * a.ldv + (int64_t)h * a.Dv;
+    const int64_t koff = ((int64_t)b * a.Nk + kb0) * a.ldq + (int64_t)h * a.Dh;
+    const int64_t voff = ((int64_t)b * a.Nk + kb0) * a.ldv + (int64_t)h * a.Dv;
+    tc_tile_load(Ks, ldh, k + koff, a.ldq, nk, a.Dh, a.dhp, a.vec_qkv);
+    tc_tile_load(Vs, ldv, v + voff, a.ldv, nk, a.Dv, a.dvp, a.vec_qkv);
+    const tc_bf16 *Kw = Ks + warp * 16 * ldh, *Vw = Vs + warp * 16 * ldv;
+    float *Sw = Ss + warp * 16 * TC_LDS;
+    tc_bf16 *Pw = Ps + warp * 16 * TC_LDP, *dSw = dSs + warp * 16 * TC_LDP;
+    const float sl2 = a.scale * TC_LOG2E;
+    TcFragC dk[NF], dv[NF];
+#pragma unroll
+    for (int f = 0; f < NF; f++) {
+        nvcuda::wmma::fill_fragment(dk[f], 0.0f);
+        nvcuda::wmma::fill_fragment(dv[f], 0.0f);
+    }
+    // causal: rows before kb0 see none of these keys (kb0 is a multiple of TC_COLS: a query tile start)
+    for (int q0 = a.causal ? kb0 : 0; q0 < a.Nq; q0 += TC_COLS) {
+        const int rows = min(TC_COLS, a.Nq - q0);
+        __syncthreads(); // the previous tile's readers of Qs, dOs, Ls, Ds are done
+        tc_tile_load(Qs, ldh, qh + (int64_t)q0 * a.ldq, a.ldq, rows, a.Dh, a.dhp, a.vec_qkv);
+        tc_tile_load(dOs, ldv, doh + (int64_t)q0 * a.ldv, a.ldv, rows, a.Dv, a.dvp, a.vec_do);
+        tc_load_rowstats(a, Ls, Ds, lse, Dvec, bh, q0, rows);
+        __syncthreads();
+        tc_scores(Sw, Kw, ldh, Qs, ldh, nfh); // S^T: 16 keys x 64 queries
+        __syncwarp();
+        for (int c = c0; c < c0 + 32; c++) { // P^T, masked entries 0
+            const int qi = q0 + c;
+            const bool ok = c < rows && key < a.Nk && (!a.causal || key <= qi);
+            Pw[rr * TC_LDP + c] = __float2bfloat16_rn(ok ? exp2f(Sw[rr * TC_LDS + c] * sl2 - Ls[c]) : 0.0f);
+        }
+        __syncwarp();
+        if (gv) tc_accum<NF>(dv, Pw, dOs, ldv, nfv); // dV += P^T dO
+        if (gk) {
+            tc_scores(Sw, Vw, ldv, dOs, ldv, nfv); // dP^T = V dO^T (S^T is no longer needed)
+            __syncwarp();
+            for (int c = c0; c < c0 + 32; c++) { // dS^T = P^T (dP^T - D)
+                const float p = __bfloat162float(Pw[rr * TC_LDP + c]);
+                dSw[rr * TC_LDP + c] = __float2bfloat16_rn(p * (Sw[rr * TC_LDS + c] - Ds[c]));
+            }
+            __syncwarp();
+            tc_accum<NF>(dk, dSw, Qs, ldh, nfh); // dK += dS^T Q (scaled at the end)
+        }
+    }
+    if (gk) tc_store_grad<NF>(gk + koff, a.ldq, warp * 16, nk, a.Dh, dk, Sw, a.scale);
+    if (gv) tc_store_grad<NF>(gv + voff, a.ldv, warp * 16, nk, a.Dv, dv, Sw, 1.0f);
+}
+
+// one block per (batch, head, 64 query rows): gq += scale dS K over the key tiles it sees. Warp w
+// owns query rows q0 + 16 w ..
+template <int NF>
+__global__ static void __launch_bounds__(TC_THREADS)
+    attn_tc_bwd_q_kernel(AttnDims a, const tc_bf16 *__restrict__ q, const tc_bf16 *__restrict__ k,
+                         const tc_bf16 *__restrict__ v, const float *__restrict__ dout, const float *__restrict__ lse,
+                         const float *__restrict__ Dvec, float *__restrict__ gq) {
+    extern __shared__ __align__(128) unsigned char tc_smem[];
+    const TcSmem L = tc_smem_layout(ATTN_BWD_Q, a.dhp, a.dvp);
+    const int ldh = a.dhp + 8, ldv = a.dvp + 8;
+    tc_bf16 *Qs = (tc_bf16 *)(tc_smem + L.q), *Ks = (tc_bf16 *)(tc_smem + L.k), *Vs = (tc_bf16 *)(tc_smem + L.v);
+    tc_bf16 *dOs = (tc_bf16 *)(tc_smem + L.dO), *dSs = (tc_bf16 *)(tc_smem + L.ds);
+    float *Ss = (float *)(tc_smem + L.s), *Ls = (float *)(tc_smem + L.st), *Ds = Ls + TC_COLS;
+    const int nqt = (a.Nq + TC_ROWS - 1) / TC_ROWS, bh = blockIdx.x / nqt, q0 = blockIdx.x % nqt * TC_ROWS;
+    const int b = bh / a.NH, h = bh % a.NH, rows = min(TC_ROWS, a.Nq - q0);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rr = lane >> 1, c0 = (lane & 1) * 32;
+    const int r = warp * 16 + rr; // the lane pair's query row in the tile
+    const int nfh = a.dhp >> 4, nfv = a.dvp >> 4;
+    const int64_t qoff = ((int64_t)b * a.Nq + q0) * a.ldq + (int64_t)h * a.Dh;
+    const tc_bf16 *kh = k + (int64_t)b * a.Nk * a.ldq + (int64_t)h * a.Dh;
+    const tc_bf16 *vh = v + (int64_t)b * a.Nk * a.ldv + (int64_t)h * a.Dv;
+    tc_tile_load(Qs, ldh, q + qoff, a.ldq, rows, a.Dh, a.dhp, a.vec_qkv);
+    tc_tile_load(dOs, ldv, dout + ((int64_t)b * a.Nq + q0) * a.ldv + (int64_t)h * a.Dv, a.ldv, rows, a.Dv, a.dvp,
+                 a.vec_do);
+    tc_load_rowstats(a, Ls, Ds, lse, Dvec, bh, q0, rows);
+    const tc_bf16 *Qw = Qs + warp * 16 * ldh, *dOw = dOs + warp * 16 * ldv;
+    float *Sw = Ss + warp * 16 * TC_LDS;
+    tc_bf16 *dSw = dSs + warp * 16 * TC_LDP;
+    const float sl2 = a.scale * TC_LOG2E;
+    TcFragC dq[NF];
+#pragma unroll
+    for (int f = 0; f < NF; f++) nvcuda::wmma::fill_fragment(dq[f], 0.0f);
+    const int kend = a.causal ? min(a.Nk, q0 + TC_ROWS) : a.Nk;
+    for (int kb0 = 0; kb0 < kend; kb0 += TC_COLS) {
+        const int nk = min(TC_COLS, a.Nk - kb0);
+        __syncthreads(); // the previous tile's readers of Ks, Vs are done; Qs, dOs, Ls, Ds are written
+        tc_tile_load(Ks, ldh, kh + (int64_t)kb0 * a.ldq, a.ldq, nk, a.Dh, a.dhp, a.vec_qkv);
+        tc_tile_load(Vs, ldv, vh + (int64_t)kb0 * a.ldv, a.ldv, nk, a.Dv, a.dvp, a.vec_qkv);
+        __syncthreads();
+        tc_scores(Sw, Qw, ldh, Ks, ldh, nfh); // S: 16 queries x 64 keys
+        __syncwarp();
+        const int vis = r < rows ? attn_tile_visible(a, q0 + r, kb0, nk) : 0;
+        for (int c = c0; c < c0 + 32; c++) // P (bf16) into the dS slice, masked entries 0
+            dSw[rr * TC_LDP + c] = __float2bfloat16_rn(c < vis ? exp2f(Sw[rr * TC_LDS + c] * sl2 - Ls[r]) : 0.0f);
+        __syncwarp();
+        tc_scores(Sw, dOw, ldv, Vs, ldv, nfv); // dP = dO V^T
+        __syncwarp();
+        for (int c = c0; c < c0 + 32; c++) { // dS = P (dP - D), in place
+            const float p = __bfloat162float(dSw[rr * TC_LDP + c]);
+            dSw[rr * TC_LDP + c] = __float2bfloat16_rn(p * (Sw[rr * TC_LDS + c] - Ds[r]));
+        }
+        __syncwarp();
+        tc_accum<NF>(dq, dSw, Ks, ldh, nfh); // dQ += dS K (scaled at the end)
+    }
+    tc_store_grad<NF>(gq + qoff, a.ldq, warp * 16, rows, a.Dh, dq, Sw, a.scale);
+}
+
 // Sets the kernel's dynamic shared memory limit and launches it on `blocks` blocks.
 template <typename Kern, typename... Args>
 static Status attn_launch(Kern kern, unsigned blocks, size_t bytes, Args... args) {
@@ -466,6 +896,38 @@ static Status attn_launch(Kern kern, unsigned blocks, size_t bytes, Args... args
 
 static_assert(ATTN_THREADS == 128, "tile_mm lays the block out as 8 x 16 threads");
 
+// Tensor-core path for kernel `kind`? (bf16 values, Dh and Dv <= TC_DMAX, its shared memory fits;
+// ADDC_ATTN_TC=0 forces the CUDA-core kernels.) Sets *bytes and the vector-load flags of *a.
+static Status attn_tc_pick(const Node *n, AttnDims *a, int kind, bool *use, size_t *bytes) {
+    *use = false;
+    const char *e = getenv("ADDC_ATTN_TC");
+    if (e && *e && strcmp(e, "0") != 0 && strcmp(e, "1") != 0)
+        return addc_error_set(ADDC_ERR_INVALID,
+                              "ADDC_ATTN_TC=%s: expected 0 (CUDA-core attention kernels) or 1 (tensor cores for bf16 "
+                              "heads up to %d wide, the default)",
+                              e, TC_DMAX);
+    if ((e && !strcmp(e, "0")) || n->in[0]->v.dtype != DTYPE_BF16 || a->Dh > TC_DMAX || a->Dv > TC_DMAX)
+        return ADDC_OK;
+    int dev = 0, optin = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    const TcSmem m = tc_smem_layout(kind, a->dhp, a->dvp);
+    if (m.total > optin) return ADDC_OK;
+    const void *p[3] = {n->in[0]->v.data, n->in[1]->v.data, n->in[2]->v.data};
+    a->vec_qkv = a->Dh % 8 == 0 && a->Dv % 8 == 0 && ((uintptr_t)p[0] | (uintptr_t)p[1] | (uintptr_t)p[2]) % 16 == 0;
+    a->vec_do = a->Dv % 8 == 0 && (uintptr_t)n->out->g.data % 16 == 0;
+    *bytes = (size_t)m.total;
+    *use = true;
+    return ADDC_OK;
+}
+
+// tensor-core kernel KERN<NF> for the accumulator fragments that heads of dhp, dvp need
+#define ATTN_TC_NF_SWITCH(a, KERN, ...)                                                                               \
+    do {                                                                                                               \
+        if ((a).dhp <= 64 && (a).dvp <= 64) TRY(attn_launch(KERN<4>, __VA_ARGS__));                                   \
+        else TRY(attn_launch(KERN<8>, __VA_ARGS__));                                                                   \
+    } while (0)
+
 static Status attn_fwd(Ctx *c, Node *n) {
     AttnDims a = attn_dims(n);
     float *lse = NULL;
@@ -478,8 +940,17 @@ static Status attn_fwd(Ctx *c, Node *n) {
         lse = (float *)t.data;
     }
     if (a.B == 0 || a.Nq == 0) return ADDC_OK;
-    int bt = 0;
+    bool tc = false;
     size_t bytes = 0;
+    TRY(attn_tc_pick(n, &a, ATTN_FWD, &tc, &bytes));
+    if (tc) {
+        unsigned blocks = (unsigned)((int64_t)a.B * a.NH * ((a.Nq + TC_ROWS - 1) / TC_ROWS));
+        TRY(attn_launch(attn_tc_fwd_kernel, blocks, bytes, a, (const tc_bf16 *)n->in[0]->v.data,
+                        (const tc_bf16 *)n->in[1]->v.data, (const tc_bf16 *)n->in[2]->v.data,
+                        (tc_bf16 *)n->out->v.data, lse));
+        return ADDC_OK;
+    }
+    int bt = 0;
     TRY(attn_pick_tile(ATTN_FWD, a, &bt, &bytes));
     unsigned blocks = (unsigned)((int64_t)a.B * a.NH * ((a.Nq + bt - 1) / bt));
     DISPATCH_FLOAT(n->in[0]->v.dtype, T, {
@@ -505,18 +976,29 @@ static Status attn_bwd(Ctx *c, Node *n) {
     if (!Dvec) return addc_error_status();
     DISPATCH_FLOAT(n->in[0]->v.dtype, T, {
         const T *q = (const T *)n->in[0]->v.data, *k = (const T *)n->in[1]->v.data, *v = (const T *)n->in[2]->v.data;
-        attn_bwd_dot_kernel<T><<<(unsigned)((nrows + DOT_WARPS - 1) / DOT_WARPS), DOT_WARPS * 32, 0, STREAM>>>(
-            a, (const T *)n->out->v.data, dout, Dvec);
-        CUDA_LAUNCH_CHECK();
         int bt = 0;
-        size_t bytes = 0;
-        if (gk || gv) {
+        size_t bytes = 0, bytes_q = 0;
+        bool tc = false, tc_q = false;
+        if (gk || gv) TRY(attn_tc_pick(n, &a, ATTN_BWD_KV, &tc, &bytes));
+        if (gq) TRY(attn_tc_pick(n, &a, ATTN_BWD_Q, &tc_q, &bytes_q));
+        attn_bwd_dot_kernel<T><<<(unsigned)((nrows + DOT_WARPS - 1) / DOT_WARPS), DOT_WARPS * 32, 0, STREAM>>>(
+            a, (const T *)n->out->v.data, dout, Dvec, tc || tc_q);
+        CUDA_LAUNCH_CHECK();
+        if (tc) {
+            unsigned blocks = (unsigned)((int64_t)a.B * a.NH * ((a.Nk + TC_ROWS - 1) / TC_ROWS));
+            ATTN_TC_NF_SWITCH(a, attn_tc_bwd_kv_kernel, blocks, bytes, a, (const tc_bf16 *)q, (const tc_bf16 *)k,
+                              (const tc_bf16 *)v, dout, lse, (const float *)Dvec, gk, gv);
+        } else if (gk || gv) {
             TRY(attn_pick_tile(ATTN_BWD_KV, a, &bt, &bytes));
             unsigned blocks = (unsigned)((int64_t)a.B * a.NH * ((a.Nk + bt - 1) / bt));
             ATTN_BT_SWITCH(bt, attn_bwd_kv_kernel, T, blocks, bytes, a, q, k, v, dout, lse, (const float *)Dvec, gk,
                            gv);
         }
-        if (gq) {
+        if (tc_q) {
+            unsigned blocks = (unsigned)((int64_t)a.B * a.NH * ((a.Nq + TC_ROWS - 1) / TC_ROWS));
+            ATTN_TC_NF_SWITCH(a, attn_tc_bwd_q_kernel, blocks, bytes_q, a, (const tc_bf16 *)q, (const tc_bf16 *)k,
+                              (const tc_bf16 *)v, dout, lse, (const float *)Dvec, gq);
+        } else if (gq) {
             TRY(attn_pick_tile(ATTN_BWD_Q, a, &bt, &bytes));
             unsigned blocks = (unsigned)((int64_t)a.B * a.NH * ((a.Nq + bt - 1) / bt));
             ATTN_BT_SWITCH(bt, attn_bwd_q_kernel, T, blocks, bytes, a, q, k, v, dout, lse, (const float *)Dvec, gq);
