@@ -164,6 +164,13 @@ static Status mem_copy(const Fsdp *f, void *dst, const void *src, size_t bytes) 
     return ADDC_OK;
 }
 
+/* Copies between a unit-sized range of f's memory and `full`, which is host memory when full_host
+ * (on a GPU store: a copy to or from the host; to the host it waits for the data). */
+static Status full_copy(const Fsdp *f, void *dst, const void *src, size_t bytes, bool to_full, bool full_host) {
+    if (!f->dev || !full_host) return mem_copy(f, dst, src, bytes);
+    return to_full ? cuda_copy_to_host(dst, src, bytes) : cuda_copy_to_device(dst, src, bytes);
+}
+
 static Status mem_zero(const Fsdp *f, void *dst, size_t bytes) {
     if (f->dev) return cuda_memset(dst, 0, bytes);
     if (bytes) memset(dst, 0, bytes);
@@ -521,12 +528,13 @@ static Status fsdp_alloc_device(Fsdp *f, bool trainable) {
     return ADDC_OK;
 }
 
-static Status scatter_full(const Fsdp *f, const float *full, float *shard) {
+/* This rank's shard of `full` (host memory when full_host, else f's memory). */
+static Status scatter_full(const Fsdp *f, const float *full, float *shard, bool full_host) {
     for (int32_t i = 0; i < f->n_units; i++) {
         const FsdpUnit *u = &f->units[i];
         int64_t off, first, len;
         fsdp_shard_range(f, i, &off, &first, &len);
-        TRY(mem_copy(f, shard + off, full + u->offset + first, (size_t)len * sizeof(float)));
+        TRY(full_copy(f, shard + off, full + u->offset + first, (size_t)len * sizeof(float), false, full_host));
         TRY(mem_zero(f, shard + off + len, (size_t)(u->S - len) * sizeof(float)));
     }
     return ADDC_OK;
@@ -621,7 +629,7 @@ Status fsdp_wrap(Fsdp **out, ParamStore *store, Comm *comm, const FsdpOptions *o
     if (dev) {
         Status st = fsdp_alloc_device(f, trainable);
         /* this rank's shard straight from the store's device buffer */
-        if (st == ADDC_OK) st = scatter_full(f, store->data, f->shard_v);
+        if (st == ADDC_OK) st = scatter_full(f, store->data, f->shard_v, false);
         if (st == ADDC_OK) st = cuda_synchronize(); /* the copies are done before the buffers go */
         if (st != ADDC_OK) {
             fsdp_release_buffers(f);
@@ -651,7 +659,7 @@ Status fsdp_wrap(Fsdp **out, ParamStore *store, Comm *comm, const FsdpOptions *o
         }
         /* values into the mapping, this rank's shard out of it; the gradients start at zero */
         memcpy(f->map_data, store->data, (size_t)store->numel * sizeof(float));
-        scatter_full(f, f->map_data, f->shard_v);
+        scatter_full(f, f->map_data, f->shard_v, false);
         free(store->data);
         free(store->grad);
     }
@@ -759,45 +767,30 @@ void fsdp_invalidate(Fsdp *f) {
     }
 }
 
-Status fsdp_gather_full(Fsdp *f, const float *shard, float *full) {
+/* Every unit of `shard` all-gathered into `full` (host memory when full_host), unit by unit. */
+static Status gather_full(Fsdp *f, const float *shard, float *full, bool full_host) {
     TRY(prefetch_finish(f)); /* gather_buf is needed */
     TRY(reduce_land(f));     /* `shard` may be the gradient shard */
     for (int32_t i = 0; i < f->n_units; i++) {
         const FsdpUnit *u = &f->units[i];
         if (u->S == 0) continue;
         TRY(coll_allgather(f, shard + u->shard_off, f->gather_buf, u->S, unit_what(f, f->what, "gather full", u)));
-        TRY(mem_copy(f, full + u->offset, f->gather_buf, (size_t)u->numel * sizeof(float)));
+        TRY(full_copy(f, full + u->offset, f->gather_buf, (size_t)u->numel * sizeof(float), true, full_host));
     }
     return ADDC_OK;
 }
 
-Status fsdp_gather_full_host(Fsdp *f, const float *shard, float *full) {
-    if (!f->dev) return fsdp_gather_full(f, shard, full);
-    TRY(prefetch_finish(f));
-    TRY(reduce_land(f));
-    for (int32_t i = 0; i < f->n_units; i++) {
-        const FsdpUnit *u = &f->units[i];
-        if (u->S == 0) continue;
-        TRY(coll_allgather(f, shard + u->shard_off, f->gather_buf, u->S, unit_what(f, f->what, "gather full", u)));
-        TRY(cuda_copy_to_host(full + u->offset, f->gather_buf, (size_t)u->numel * sizeof(float))); /* waits */
-    }
-    return ADDC_OK;
-}
+Status fsdp_gather_full(Fsdp *f, const float *shard, float *full) { return gather_full(f, shard, full, false); }
+
+Status fsdp_gather_full_host(Fsdp *f, const float *shard, float *full) { return gather_full(f, shard, full, true); }
 
 Status fsdp_scatter_full_host(Fsdp *f, const float *full, float *shard) {
-    if (!f->dev) return scatter_full(f, full, shard);
-    for (int32_t i = 0; i < f->n_units; i++) {
-        const FsdpUnit *u = &f->units[i];
-        int64_t off, first, len;
-        fsdp_shard_range(f, i, &off, &first, &len);
-        TRY(cuda_copy_to_device(shard + off, full + u->offset + first, (size_t)len * sizeof(float)));
-        TRY(cuda_memset(shard + off + len, 0, (size_t)(u->S - len) * sizeof(float)));
-    }
-    return cuda_synchronize(); /* `full` may be freed once this returns */
+    TRY(scatter_full(f, full, shard, true));
+    return f->dev ? cuda_synchronize() : ADDC_OK; /* `full` may be freed once this returns */
 }
 
 void fsdp_scatter_full(const Fsdp *f, const float *full, float *shard) {
-    if (scatter_full(f, full, shard) != ADDC_OK) fsdp_failed((Fsdp *)f, addc_error_status()); /* f is not const */
+    if (scatter_full(f, full, shard, false) != ADDC_OK) fsdp_failed((Fsdp *)f, addc_error_status()); /* f is not const */
 }
 
 FsdpMemory fsdp_memory(const Fsdp *f) { return f->mem; }
