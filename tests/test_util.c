@@ -631,3 +631,24 @@ void fixture_free(Fixture *f) {
     free(f->t);
     memset(f, 0, sizeof *f);
 }
+
+/* ---- the tiny UNet fixture ---- */
+
+bool test_unet_build(TestUNet *n, bool trainable, Device device) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/configs/models/tiny_unet.yaml", ADDC_SOURCE_DIR);
+    memset(n, 0, sizeof *n);
+    param_store_init(&n->s, DEVICE_CPU);
+    Status st = unet2d_config_load(&n->cfg, path, NULL, 0);
+    if (st == ADDC_OK) st = unet2d_init(&n->m, &n->cfg, &n->s);
+    if (st == ADDC_OK) st = param_store_alloc(&n->s, trainable);
+    if (st == ADDC_OK) st = param_store_init_random(&n->s, 2024);
+    if (st == ADDC_OK && device != DEVICE_CPU) st = param_store_to_device(&n->s, device);
+    CHECK_OK(st);
+    return st == ADDC_OK;
+}
+
+void test_unet_free(TestUNet *n) {
+    unet2d_free(&n->m);
+    param_store_free(&n->s);
+}

@@ -17,6 +17,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/parallel.h"
+#include "nn/unet.h"
 
 extern int test_passed, test_failed;
 
@@ -136,5 +137,18 @@ typedef struct Fixture {
 bool fixture_load(const char *name, Fixture *f);
 const FixTensor *fixture_get(const Fixture *f, const char *name); /* NULL if absent */
 void fixture_free(Fixture *f);
+
+/* ---- the tiny UNet fixture (FSDP tests) ---- */
+
+/* The tiny SDXL-family UNet (configs/models/tiny_unet.yaml), random weights of seed 2024, its store
+ * allocated on the CPU (with gradients when trainable) and then moved to `device`. */
+typedef struct TestUNet {
+    UNet2DConfig cfg;
+    ParamStore s;
+    UNet2D m;
+} TestUNet;
+/* false (and a failed CHECK) when it cannot be built */
+bool test_unet_build(TestUNet *n, bool trainable, Device device);
+void test_unet_free(TestUNet *n);
 
 #endif

@@ -32,11 +32,7 @@
 #define D_TEXT 8
 #define NOUT (B * HW * HW * CIN)
 
-typedef struct Net {
-    UNet2DConfig cfg;
-    ParamStore s;
-    UNet2D m;
-} Net;
+typedef TestUNet Net; /* tests/test_util.h */
 
 typedef struct Inputs {
     float x[NOUT], t[B], e[B * T * D_CTX], text[B * D_TEXT], ids[B * 6], R[NOUT];
@@ -52,25 +48,6 @@ static void run_out_free(RunOut *r) {
     free(r->gx);
     free(r->g);
     memset(r, 0, sizeof *r);
-}
-
-static bool net_build(Net *n, bool trainable) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/configs/models/tiny_unet.yaml", ADDC_SOURCE_DIR);
-    memset(n, 0, sizeof *n);
-    param_store_init(&n->s, DEVICE_CPU);
-    Status st = unet2d_config_load(&n->cfg, path, NULL, 0);
-    if (st == ADDC_OK) st = unet2d_init(&n->m, &n->cfg, &n->s);
-    if (st == ADDC_OK) st = param_store_alloc(&n->s, trainable);
-    if (st == ADDC_OK) st = param_store_init_random(&n->s, 2024);
-    if (st == ADDC_OK) st = param_store_to_device(&n->s, DEVICE_CUDA);
-    CHECK_OK(st);
-    return st == ADDC_OK;
-}
-
-static void net_free(Net *n) {
-    unet2d_free(&n->m);
-    param_store_free(&n->s);
 }
 
 static void inputs_make(Inputs *in) {
@@ -176,7 +153,7 @@ static Live live_now(void) {
 
 static void test_trainable(Comm *comm, const char *mode) {
     Net n;
-    if (!net_build(&n, true)) return;
+    if (!test_unet_build(&n, true, DEVICE_CUDA)) return;
     Inputs in;
     inputs_make(&in);
     const int64_t numel = n.s.numel;
@@ -327,12 +304,12 @@ static void test_trainable(Comm *comm, const char *mode) {
     }
     run_out_free(&ref);
     free(w0);
-    net_free(&n);
+    test_unet_free(&n);
 }
 
 static void test_frozen(Comm *comm) {
     Net n;
-    if (!net_build(&n, false)) return;
+    if (!test_unet_build(&n, false, DEVICE_CUDA)) return;
     Inputs in;
     inputs_make(&in);
     RunOut ref;
@@ -358,7 +335,7 @@ static void test_frozen(Comm *comm) {
         CHECK_OK(addc_error_status());
     }
     run_out_free(&ref);
-    net_free(&n);
+    test_unet_free(&n);
 }
 
 int main(void) {

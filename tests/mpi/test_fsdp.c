@@ -34,35 +34,13 @@
 #define GRAD_TOL 1e-5
 #define BF16_TOL 1e-2
 
-typedef struct Net {
-    UNet2DConfig cfg;
-    ParamStore s;
-    UNet2D m;
-} Net;
+typedef TestUNet Net; /* tests/test_util.h */
 
 typedef struct Inputs {
     float x[B * PIX], t[B], e[B * T * D_CTX], text[B * D_TEXT], ids[B * 6], R[B * PIX];
 } Inputs;
 
 static int rank, world;
-
-static bool net_build(Net *n, bool trainable) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/configs/models/tiny_unet.yaml", ADDC_SOURCE_DIR);
-    memset(n, 0, sizeof *n);
-    param_store_init(&n->s, DEVICE_CPU);
-    Status st = unet2d_config_load(&n->cfg, path, NULL, 0);
-    if (st == ADDC_OK) st = unet2d_init(&n->m, &n->cfg, &n->s);
-    if (st == ADDC_OK) st = param_store_alloc(&n->s, trainable);
-    if (st == ADDC_OK) st = param_store_init_random(&n->s, 2024);
-    CHECK_OK(st);
-    return st == ADDC_OK;
-}
-
-static void net_free(Net *n) {
-    unet2d_free(&n->m);
-    param_store_free(&n->s);
-}
 
 static void inputs_make(Inputs *in) {
     TestRng r = {4242};
@@ -123,7 +101,7 @@ static bool all_ranks(Comm *comm, bool ok) {
 
 static void test_trainable(Comm *comm, const Inputs *in) {
     Net n;
-    if (!net_build(&n, true)) return;
+    if (!test_unet_build(&n, true, DEVICE_CPU)) return;
     const int64_t numel = n.s.numel, nb = B / world, b0 = rank * nb;
     float *w0 = malloc((size_t)numel * sizeof(float)), *g_ref = malloc((size_t)numel * sizeof(float));
     float *g = malloc((size_t)numel * sizeof(float)), *full = malloc((size_t)numel * sizeof(float));
@@ -208,12 +186,12 @@ static void test_trainable(Comm *comm, const Inputs *in) {
     free(full);
     free(out_ref);
     free(out);
-    net_free(&n);
+    test_unet_free(&n);
 }
 
 static void test_frozen(Comm *comm, const Inputs *in) {
     Net n;
-    if (!net_build(&n, false)) return;
+    if (!test_unet_build(&n, false, DEVICE_CPU)) return;
     const int64_t nb = B / world, b0 = rank * nb;
     float *ref = malloc((size_t)(nb * PIX) * sizeof(float)), *out = malloc((size_t)(nb * PIX) * sizeof(float));
     run(&n, NULL, in, b0, nb, false, ref, NULL);
@@ -239,7 +217,7 @@ static void test_frozen(Comm *comm, const Inputs *in) {
     }
     free(ref);
     free(out);
-    net_free(&n);
+    test_unet_free(&n);
 }
 
 int main(void) {

@@ -29,11 +29,7 @@
 #define D_CTX 16
 #define D_TEXT 8
 
-typedef struct Net {
-    UNet2DConfig cfg;
-    ParamStore s;
-    UNet2D m;
-} Net;
+typedef TestUNet Net; /* tests/test_util.h */
 
 typedef struct Inputs {
     float x[B * HW * HW * CIN], t[B], e[B * T * D_CTX], text[B * D_TEXT], ids[B * 6], R[B * HW * HW * CIN];
@@ -49,24 +45,6 @@ static void run_out_free(RunOut *r) {
     free(r->gx);
     free(r->g);
     memset(r, 0, sizeof *r);
-}
-
-static bool net_build(Net *n, bool trainable) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/configs/models/tiny_unet.yaml", ADDC_SOURCE_DIR);
-    memset(n, 0, sizeof *n);
-    param_store_init(&n->s, DEVICE_CPU);
-    Status st = unet2d_config_load(&n->cfg, path, NULL, 0);
-    if (st == ADDC_OK) st = unet2d_init(&n->m, &n->cfg, &n->s);
-    if (st == ADDC_OK) st = param_store_alloc(&n->s, trainable);
-    if (st == ADDC_OK) st = param_store_init_random(&n->s, 2024);
-    CHECK_OK(st);
-    return st == ADDC_OK;
-}
-
-static void net_free(Net *n) {
-    unet2d_free(&n->m);
-    param_store_free(&n->s);
 }
 
 static void inputs_make(Inputs *in) {
@@ -156,7 +134,7 @@ static void sgd_step(float *w, const float *g, int64_t n) {
 /* Wrapped runs against the unwrapped reference `ref` (same network, same inputs). */
 static void test_trainable(Comm *comm) {
     Net n;
-    if (!net_build(&n, true)) return;
+    if (!test_unet_build(&n, true, DEVICE_CPU)) return;
     Inputs in;
     inputs_make(&in);
     const int64_t numel = n.s.numel, nout = B * HW * HW * CIN;
@@ -267,12 +245,12 @@ static void test_trainable(Comm *comm) {
     addc_error_clear();
     run_out_free(&ref);
     free(w0);
-    net_free(&n);
+    test_unet_free(&n);
 }
 
 static void test_frozen(Comm *comm) {
     Net n;
-    if (!net_build(&n, false)) return;
+    if (!test_unet_build(&n, false, DEVICE_CPU)) return;
     Inputs in;
     inputs_make(&in);
     const int64_t nout = B * HW * HW * CIN;
@@ -305,7 +283,7 @@ static void test_frozen(Comm *comm) {
     }
     run_out_free(&ref);
     run_out_free(&ref_t);
-    net_free(&n);
+    test_unet_free(&n);
 }
 
 int main(void) {
